@@ -1,0 +1,43 @@
+"""Settings of the edge deployables: the GPU agent and the grid feeder."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from schemas.settings import LlcrSettings
+
+
+class GpuAgentSettings(LlcrSettings):
+    """`llcr agent gpu`: one per GPU host."""
+
+    host: str = Field(default_factory=socket.gethostname)
+    agent_id: str | None = Field(default=None, description="Default: the host name.")
+    site: str = "default-site"
+    zone: str = Field(default="DE", description="Grid zone whose intensity prices this host.")
+    source: Literal["auto", "nvml", "sim", "replay"] = "auto"
+    sample_interval_s: float = Field(default=1.0, gt=0)
+    publish_interval_s: float = Field(default=1.0, gt=0)
+    spool_dir: Path = Path(".llcr-data/spool")
+    spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    queue_max_batches: int = Field(default=1000, ge=1)
+    metrics_port: int | None = Field(
+        default=None, description="Prometheus endpoint port; off when unset."
+    )
+    job: str | None = Field(default=None, description="Job label for all GPU energy (LLCR_JOB).")
+    tenant: str | None = None
+    model: str | None = None
+
+
+class GridFeederSettings(LlcrSettings):
+    """`llcr agent grid`: publishes grid-intensity events for the configured zones."""
+
+    zones: list[str] = Field(default_factory=lambda: ["DE"])
+    ceiling_g_per_kwh: float = Field(default=2000.0, gt=0)
+    electricitymaps_token: SecretStr | None = None
+    watttime_username: str | None = None
+    watttime_password: SecretStr | None = None
+    poll_interval_s: float = Field(default=300.0, gt=0)

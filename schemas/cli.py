@@ -1,0 +1,150 @@
+"""The `llcr` command line: a thin root that loads subcommands lazily.
+
+Subcommands live with the package that implements them (`agents.cli`, `streams.cli`)
+and are imported only when invoked, so `llcr agent --help` on a GPU host never imports
+faust, chDB or clickhouse-connect (they are not even installed there).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas.errors import LlcrError
+
+# name -> "module:attribute" of a click command; imported on first use.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "agent": ("agents.cli:agent", "Edge publishers: GPU agent, grid feeder (llcr[agent])."),
+    "up": ("streams.up:up", "Run the whole pipeline here (embedded broker + chDB)."),
+    "migrate": ("streams.cli:migrate", "Apply ClickHouse migrations to the configured store."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports subcommands on first use (click's documented pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            return _load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing help must not import the lazy commands (their extras may be absent).
+        rows = [(name, help_text) for name, (_, help_text) in LAZY_COMMANDS.items()]
+        rows += [(name, cmd.get_short_help_str()) for name, cmd in self.commands.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+def _load(name: str) -> click.Command:
+    module_name, attribute = LAZY_COMMANDS[name][0].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = "agent" if module_name.startswith("agents") else "streams,embedded"
+        raise click.ClickException(
+            f"`llcr {name}` needs more of llcr installed ({exc.name} is missing): "
+            f"pip install 'llcr[{extra}]'"
+        ) from exc
+    command: click.Command = getattr(module, attribute)
+    return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LLCR_CONFIG",
+    help="TOML settings file (environment LLCR_* overrides it). Env: LLCR_CONFIG.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.pass_context
+def root(ctx: click.Context, config: Path | None, verbose: int) -> None:
+    """llcr: GPU energy -> hourly emissions -> carbon removal, as event streams."""
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"config": config}
+
+
+def config_file(ctx: click.Context) -> Path | None:
+    """The --config path given to the root command."""
+    root_ctx = ctx.find_root()
+    obj: dict[str, Any] = root_ctx.obj or {}
+    path: Path | None = obj.get("config")
+    return path
+
+
+@root.group()
+def topics() -> None:
+    """Topic catalogue: list and pre-create topics."""
+
+
+@topics.command("list")
+@click.option("--prefix", default=None, help="Topic name prefix (default from settings).")
+@click.pass_context
+def topics_list(ctx: click.Context, prefix: str | None) -> None:
+    """Print every topic with its key, schema, partitions and retention."""
+    from schemas.settings import LlcrSettings
+    from schemas.topics import CATALOGUE
+
+    settings = LlcrSettings.load(config_file(ctx))
+    resolved_prefix = prefix if prefix is not None else settings.kafka.topic_prefix
+    for entry in CATALOGUE:
+        click.echo(
+            f"{entry.name(resolved_prefix):32} key={entry.message_key:10} schema={entry.schema:18} "
+            f"partitions={entry.partitions:<3} retention_ms={entry.retention_ms}"
+        )
+
+
+@topics.command("create")
+@click.option("--bootstrap", default=None, help="host:port of a broker (default from settings).")
+@click.option("--prefix", default=None, help="Topic name prefix (default from settings).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def topics_create(
+    ctx: click.Context, bootstrap: str | None, prefix: str | None, as_json: bool
+) -> None:
+    """Create every catalogue topic that does not exist yet (safe to run again)."""
+    from schemas.admin import create_topics
+    from schemas.settings import LlcrSettings
+
+    overrides: dict[str, Any] = {}
+    if bootstrap is not None:
+        overrides["bootstrap_servers"] = bootstrap
+    if prefix is not None:
+        overrides["topic_prefix"] = prefix
+    settings = LlcrSettings.load(config_file(ctx))
+    kafka = settings.kafka.model_copy(update=overrides)
+    results = create_topics(kafka.librdkafka(), kafka.topic_prefix)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in results], indent=2))
+        return
+    for result in results:
+        warn = f"  (catalogue declares {result.declared_partitions})" if result.mismatch else ""
+        click.echo(f"{result.outcome:8} {result.name} partitions={result.partitions}{warn}")
+
+
+def main() -> None:
+    """Console-script entry point: turn llcr errors into one clear line and exit 1."""
+    try:
+        root.main(standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LlcrError as exc:
+        click.echo(f"llcr: error: {exc}", err=True)
+        sys.exit(1)

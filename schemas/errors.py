@@ -1,0 +1,41 @@
+"""The exception tree of the `schemas` package.
+
+Everything a caller may want to catch derives from :class:`LlcrError`. Third-party
+errors (fastavro, confluent-kafka, pydantic) are wrapped at the boundary with
+``raise ... from exc`` so callers never depend on a library's exception types.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+CodecReason = Literal[
+    "corrupt",  # bytes that are not a valid frame or not valid Avro for the writer schema
+    "unknown_schema",  # the frame names a schema id / fingerprint we do not know
+    "wrong_schema",  # a known schema, but not the one expected on this topic
+    "invalid_record",  # a record to encode does not match its schema
+]
+
+
+class LlcrError(Exception):
+    """Base class of every error raised by llcr code."""
+
+
+class CodecError(LlcrError):
+    """A message could not be encoded or decoded.
+
+    ``reason`` is a stable, machine-readable code (it becomes a dead letter's
+    ``reason_code``); the message says what was wrong in words.
+    """
+
+    def __init__(self, reason: CodecReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: CodecReason = reason
+
+
+class ConfigError(LlcrError):
+    """Settings are missing, malformed or contradictory."""
+
+
+class InfrastructureError(LlcrError):
+    """A broker, store or other piece of infrastructure could not be started or reached."""

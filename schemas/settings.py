@@ -1,0 +1,159 @@
+"""Settings shared by every deployable: the Kafka connection and the settings base class.
+
+Each deployable (agent, grid feeder, worker, sink) has its own pydantic-settings class
+deriving from :class:`LlcrSettings`. Values come from, highest precedence first:
+keyword arguments (the CLI), environment variables ``LLCR_*`` (nested with ``__``, e.g.
+``LLCR_KAFKA__BOOTSTRAP_SERVERS``), then an optional TOML file, then defaults. The
+environment is read only where an entry point calls :meth:`LlcrSettings.load`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from schemas.codec import FramingName
+from schemas.errors import ConfigError
+from schemas.topics import DEFAULT_PREFIX, Topics
+
+_config_file: ContextVar[Path | None] = ContextVar("llcr_config_file", default=None)
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSettings(BaseModel):
+    """How to reach the Kafka cluster. Security options map 1:1 to librdkafka properties."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = DEFAULT_PREFIX
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    framing: FramingName = "single-object"
+    registry_ids: dict[int, str] = Field(
+        default_factory=dict,
+        description="Schema Registry id -> schema name, for framing = 'confluent'.",
+    )
+    client_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra librdkafka properties passed through verbatim (e.g. 'client.rack').",
+    )
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> Self:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password"
+            )
+        return self
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def librdkafka(self) -> dict[str, str]:
+        """The connection part of a confluent-kafka (librdkafka) configuration.
+
+        Contains secrets in clear text: hand it to the client, never log it.
+        """
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": _reveal(self.sasl_password),
+            "ssl.ca.location": _path(self.ssl_ca_location),
+            "ssl.certificate.location": _path(self.ssl_certificate_location),
+            "ssl.key.location": _path(self.ssl_key_location),
+            "ssl.key.password": _reveal(self.ssl_key_password),
+        }
+        conf.update({key: value for key, value in optional.items() if value is not None})
+        conf.update(self.client_properties)
+        return conf
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _path(path: Path | None) -> str | None:
+    return str(path) if path is not None else None
+
+
+class LlcrSettings(BaseSettings):
+    """Base of every deployable's settings: env prefix ``LLCR_``, optional TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLCR_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Self:
+        """Read settings from overrides, the environment and ``config_file``.
+
+        Raises :class:`ConfigError` with every problem listed (secrets are not echoed).
+        """
+        if config_file is not None and not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        with _using_config_file(config_file):
+            try:
+                return cls(**overrides)
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+                )
+                raise ConfigError(f"invalid {cls.__name__}: {problems}") from None
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-safe dump for display; secrets appear as '**********'."""
+        return self.model_dump(mode="json")
+
+
+@contextmanager
+def _using_config_file(path: Path | None) -> Iterator[None]:
+    token = _config_file.set(path)
+    try:
+        yield
+    finally:
+        _config_file.reset(token)

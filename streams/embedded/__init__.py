@@ -1,0 +1,1 @@
+"""The embedded single-machine runtime: a Tansu broker process and chDB."""

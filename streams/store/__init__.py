@@ -1,0 +1,1 @@
+"""ClickHouse access: one client factory for chDB and a server, and versioned migrations."""

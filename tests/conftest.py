@@ -1,0 +1,64 @@
+"""Shared fixtures: a real Tansu broker per session, unique topics per test, a tmp chDB.
+
+Integration tests never skip: the project installs its infrastructure (llcr[embedded]).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.admin import create_topics
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
+from streams.embedded.broker import Broker
+from streams.settings import ClickHouseSettings
+from streams.store.client import connect
+
+# Group-join timings for Tansu (../docs/operations.md): a consumer is ready in ~1-3 s.
+FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    log = tmp_path_factory.mktemp("broker") / "tansu.log"
+    with Broker(log_path=log) as running:
+        yield running
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique token for topic prefixes and group ids."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def kafka(broker: Broker, unique: str) -> KafkaSettings:
+    """Settings pointing at the session broker with a per-test topic prefix."""
+    return KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix=f"t{unique}.")
+
+
+@pytest.fixture
+def topics(kafka: KafkaSettings) -> Topics:
+    """Every catalogue topic, created under the per-test prefix."""
+    create_topics(kafka.librdkafka(), kafka.topic_prefix)
+    return kafka.topics
+
+
+@pytest.fixture
+def clickhouse_settings(tmp_path: Path) -> ClickHouseSettings:
+    return ClickHouseSettings(dsn=f"chdb://{tmp_path / 'chdb'}")
+
+
+@pytest.fixture
+def clickhouse(clickhouse_settings: ClickHouseSettings) -> Iterator[Any]:
+    """A chDB client on a fresh directory; closed after the test (one dir per process)."""
+    client = connect(clickhouse_settings)
+    try:
+        yield client
+    finally:
+        client.close()

@@ -1,0 +1,95 @@
+"""Settings: env prefix, TOML file, precedence, security passthrough, secrets never shown."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from agents.settings import GpuAgentSettings
+from schemas.errors import ConfigError
+from schemas.settings import KafkaSettings, LlcrSettings
+from streams.settings import SinkSettings
+
+
+def test_environment_with_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLCR_KAFKA__BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("LLCR_ZONE", "US-CAL-CISO")
+    settings = GpuAgentSettings.load()
+    assert settings.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
+    assert settings.zone == "US-CAL-CISO"
+
+
+def test_toml_file_and_environment_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('zone = "FR"\nsite = "par1"\n[kafka]\nbootstrap_servers = "file:9092"\n')
+    monkeypatch.setenv("LLCR_SITE", "from-env")
+    settings = GpuAgentSettings.load(config)
+    assert (settings.zone, settings.site, settings.kafka.bootstrap_servers) == (
+        "FR",
+        "from-env",
+        "file:9092",
+    )
+    assert GpuAgentSettings.load(config, zone="GB").zone == "GB"  # CLI overrides beat both
+
+
+def test_unknown_key_in_file_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('zoen = "FR"\n')
+    with pytest.raises(ConfigError, match="zoen"):
+        GpuAgentSettings.load(config)
+    with pytest.raises(ConfigError, match="not found"):
+        GpuAgentSettings.load(tmp_path / "absent.toml")
+
+
+def test_sasl_ssl_options_pass_through_to_librdkafka(tmp_path: Path) -> None:
+    kafka = KafkaSettings(
+        bootstrap_servers="b:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="llcr",
+        sasl_password="s3cret-pw",  # type: ignore[arg-type]
+        ssl_ca_location=tmp_path / "ca.pem",
+        client_properties={"client.rack": "rack-7"},
+    )
+    assert kafka.librdkafka() == {
+        "bootstrap.servers": "b:9093",
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "llcr",
+        "sasl.password": "s3cret-pw",
+        "ssl.ca.location": str(tmp_path / "ca.pem"),
+        "client.rack": "rack-7",
+    }
+
+
+def test_sasl_without_credentials_is_refused() -> None:
+    with pytest.raises(ConfigError, match="sasl"):
+        LlcrSettings.load(kafka={"security_protocol": "SASL_SSL"})
+
+
+def test_secrets_never_appear_in_repr_dump_or_logs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("LLCR_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("LLCR_KAFKA__SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("LLCR_KAFKA__SASL_USERNAME", "u")
+    monkeypatch.setenv("LLCR_KAFKA__SASL_PASSWORD", "kafka-pw-123")
+    monkeypatch.setenv("LLCR_CLICKHOUSE__PASSWORD", "ch-pw-456")
+    settings = SinkSettings.load()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("test").info("settings: %s %r", settings, settings.redacted())
+    shown = repr(settings) + str(settings) + str(settings.redacted()) + caplog.text
+    assert "kafka-pw-123" not in shown and "ch-pw-456" not in shown
+    assert settings.clickhouse.password.get_secret_value() == "ch-pw-456"
+
+
+def test_invalid_value_message_does_not_echo_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLCR_KAFKA__SASL_PASSWORD", "leak-me")
+    monkeypatch.setenv("LLCR_SAMPLE_INTERVAL_S", "-1")
+    with pytest.raises(ConfigError) as err:
+        GpuAgentSettings.load()
+    assert "sample_interval_s" in str(err.value) and "leak-me" not in str(err.value)
