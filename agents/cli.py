@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
+from types import FrameType
 
 import click
 
@@ -28,3 +32,61 @@ def show_config(ctx: click.Context, deployable: str) -> None:
     """Print the effective settings of DEPLOYABLE as JSON (secrets masked)."""
     settings = _DEPLOYABLES[deployable].load(config_file(ctx))
     click.echo(json.dumps(settings.redacted(), indent=2))
+
+
+@agent.command("gpu")
+@click.option(
+    "--source",
+    type=click.Choice(["auto", "nvml", "sim"]),
+    default=None,
+    help="Where readings come from (default from settings: auto = NVML if present, else sim).",
+)
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
+@click.option("--gpus", type=int, default=8, show_default=True, help="GPUs of the sim source.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sim source.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option(
+    "--once", is_flag=True, help="Print one batch as JSON and exit (checks a host; no Kafka)."
+)
+@click.pass_context
+def gpu(
+    ctx: click.Context,
+    *,
+    source: str | None,
+    bootstrap: str | None,
+    gpus: int,
+    seed: int,
+    duration: float | None,
+    once: bool,
+) -> None:
+    """Publish this host's GPU energy samples to the samples topic."""
+    from agents.gpu.run import build_agent, make_source, run
+
+    overrides: dict[str, object] = {}
+    if source:
+        overrides["source"] = source
+    settings = GpuAgentSettings.load(config_file(ctx), **overrides)
+    if bootstrap:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        settings = settings.model_copy(update={"kafka": kafka})
+    gpu_source, kind = make_source(settings, gpus, seed)
+    agent_ = build_agent(settings, gpu_source, kind)
+    if once:
+        agent_.sample(int(time.time() * 1000))
+        time.sleep(settings.sample_interval_s)
+        agent_.sample(int(time.time() * 1000))
+        click.echo(json.dumps(agent_.take_batch(int(time.time() * 1000)), indent=2))
+        return
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    publisher = run(settings, agent_, stop, duration)
+    click.echo(
+        f"published {agent_.counters.samples} samples in {publisher.stats.delivered} batches; "
+        f"rejected {agent_.counters.rejected or 'none'}",
+        err=True,
+    )

@@ -1,0 +1,138 @@
+"""Publish spooled records with the confluent-kafka idempotent producer.
+
+The producer is created lazily (the agent starts without a broker), keeps at most
+``max_in_flight`` records outstanding, and advances the spool cursor only over the
+contiguous prefix of acknowledged records. A failed delivery rewinds to the cursor once
+nothing is in flight; records sent twice that way are harmless downstream (per-GPU
+sequence numbers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from agents.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PublisherStats:
+    delivered: int = 0
+    delivery_errors: int = 0
+    bytes_delivered: int = 0
+
+
+class Publisher:
+    def __init__(
+        self,
+        producer_factory: Callable[[], Any],
+        topic: str,
+        spool: Spool,
+        max_in_flight: int = 1000,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self._factory = producer_factory
+        self._topic = topic
+        self._spool = spool
+        self._max_in_flight = max_in_flight
+        self._backoff_s = retry_backoff_s
+        self._producer: Any = None
+        self._generation = 0  # callbacks of a replaced producer are ignored
+        self._next = spool.cursor
+        self._acked: set[int] = set()
+        self._in_flight = 0
+        self._failed_at: float | None = None
+        self.stats = PublisherStats()
+
+    def submit(self, key: bytes, value: bytes) -> None:
+        self._spool.append(key, value)
+
+    def pump(self, timeout_s: float = 0.0) -> None:
+        """Send what is spooled, serve delivery callbacks, advance the cursor."""
+        if self._producer is None:
+            self._producer = self._factory()
+        self._rewind_if_failed()
+        try:
+            while self._next < self._spool.end and self._in_flight < self._max_in_flight:
+                if not self._produce(self._next):
+                    break
+                self._next += 1
+            self._producer.poll(timeout_s)
+        except KafkaException as exc:
+            self._replace_producer(exc)
+        self._advance()
+
+    def _replace_producer(self, exc: Exception) -> None:
+        """A fatal producer error (e.g. a broker that lost our producer id after a restart):
+        drop the producer, forget what it had in flight, resend from the cursor."""
+        logger.warning(
+            "producer failed fatally (%s); starting a new one, resending from the spool", exc
+        )
+        self.stats.delivery_errors += 1
+        self._producer = None
+        self._generation += 1
+        self._in_flight = 0
+        self._failed_at = time.monotonic()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Pump until everything spooled is acknowledged or the time is up."""
+        deadline = time.monotonic() + timeout_s
+        while self._spool.pending and time.monotonic() < deadline:
+            self.pump(0.1)
+        return self._spool.pending == 0
+
+    def _produce(self, index: int) -> bool:
+        key, value = self._spool.read(index)
+        generation = self._generation
+        try:
+            self._producer.produce(
+                self._topic,
+                value=value,
+                key=key,
+                on_delivery=lambda err, msg: self._delivered(err, index, len(value), generation),
+            )
+        except BufferError:  # librdkafka's local queue is full: try again next pump
+            return False
+        self._in_flight += 1
+        return True
+
+    def _delivered(self, err: Any, index: int, size: int, generation: int) -> None:
+        if generation != self._generation:
+            return
+        self._in_flight -= 1
+        if err is None:
+            self._acked.add(index)
+            self.stats.delivered += 1
+            self.stats.bytes_delivered += size
+            return
+        self.stats.delivery_errors += 1
+        if self._failed_at is None:
+            logger.warning("delivery failed (%s); records stay spooled and will be resent", err)
+            self._failed_at = time.monotonic()
+        if err.fatal():
+            self._replace_producer(KafkaException(err))
+
+    def _rewind_if_failed(self) -> None:
+        if self._failed_at is None or self._in_flight > 0:
+            return
+        if time.monotonic() - self._failed_at < self._backoff_s:
+            return
+        self._failed_at = None
+        self._next = self._spool.cursor
+        self._acked = {i for i in self._acked if i >= self._next}
+        if self._producer is None:
+            self._producer = self._factory()
+
+    def _advance(self) -> None:
+        cursor = self._spool.cursor
+        while cursor in self._acked:
+            self._acked.discard(cursor)
+            cursor += 1
+        self._spool.commit(cursor)
