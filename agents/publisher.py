@@ -66,6 +66,7 @@ class Publisher:
                 self._next += 1
             self._producer.poll(timeout_s)
         except KafkaException as exc:
+            self.stats.delivery_errors += 1
             self._replace_producer(exc)
         self._advance()
 
@@ -75,7 +76,6 @@ class Publisher:
         logger.warning(
             "producer failed fatally (%s); starting a new one, resending from the spool", exc
         )
-        self.stats.delivery_errors += 1
         self._producer = None
         self._generation += 1
         self._in_flight = 0

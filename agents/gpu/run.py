@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from agents.gpu.agent import AgentState, GpuAgent, HostIdentity
@@ -92,11 +93,11 @@ def run(
             agent.sample(int(clock() * 1000))
             next_sample += settings.sample_interval_s
         if now >= next_publish:
-            _publish(agent, codec, publisher, state_path, int(clock() * 1000))
+            publish_pending(agent, codec, publisher, state_path, int(clock() * 1000))
             next_publish += settings.publish_interval_s
         publisher.pump(0)
         stop.wait(max(0.0, min(next_sample, next_publish) - time.monotonic()))
-    _publish(agent, codec, publisher, state_path, int(clock() * 1000))
+    publish_pending(agent, codec, publisher, state_path, int(clock() * 1000))
     if not publisher.flush(10.0):
         logger.warning(
             "stopping with %d batch(es) spooled; they are sent at next start", spool.pending
@@ -104,9 +105,10 @@ def run(
     return publisher
 
 
-def _publish(
-    agent: GpuAgent, codec: Any, publisher: Publisher, state_path: Any, now_ms: int
+def publish_pending(
+    agent: GpuAgent, codec: Any, publisher: Publisher, state_path: Path, now_ms: int
 ) -> None:
+    """Batch what the agent sampled since the last call, persist sequences, spool the batch."""
     batch = agent.take_batch(now_ms)
     if batch is None:
         return

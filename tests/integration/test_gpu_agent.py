@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.gpu.agent import GpuAgent, HostIdentity
 from agents.gpu.model import JobLabels
-from agents.gpu.run import _publish, producer_factory
+from agents.gpu.run import producer_factory, publish_pending
 from agents.gpu.sources import SimSource
 from agents.publisher import Publisher
 from agents.settings import GpuAgentSettings
@@ -70,7 +70,7 @@ class _Host:
         for _ in range(ticks):
             self.agent.sample(T0 + self.tick * 1000)
             if self.tick % 2 == 1:
-                _publish(
+                publish_pending(
                     self.agent, codec, self.publisher, self.settings.spool_dir / "state.json", T0
                 )
             self.publisher.pump(real_sleep_s)
@@ -78,7 +78,9 @@ class _Host:
 
     def publish_rest(self) -> None:
         """What the agent does at shutdown: publish the intervals not yet batched."""
-        _publish(self.agent, codec, self.publisher, self.settings.spool_dir / "state.json", T0)
+        publish_pending(
+            self.agent, codec, self.publisher, self.settings.spool_dir / "state.json", T0
+        )
 
 
 def _check_exact(host: _Host, batches: list[dict[str, Any]]) -> None:
