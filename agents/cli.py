@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import click
@@ -37,9 +38,18 @@ def show_config(ctx: click.Context, deployable: str) -> None:
 @agent.command("gpu")
 @click.option(
     "--source",
-    type=click.Choice(["auto", "nvml", "sim"]),
+    type=click.Choice(["auto", "nvml", "sim", "replay"]),
     default=None,
     help="Where readings come from (default from settings: auto = NVML if present, else sim).",
+)
+@click.option(
+    "--trace",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Trace CSV for --source replay (llcr or nvidia-smi format; docs/replay-format.md).",
+)
+@click.option(
+    "--speed", type=float, default=None, help="Replay speed (trace s per wall s; 0 = at once)."
 )
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
 @click.option("--gpus", type=int, default=8, show_default=True, help="GPUs of the sim source.")
@@ -53,6 +63,8 @@ def gpu(
     ctx: click.Context,
     *,
     source: str | None,
+    trace: Path | None,
+    speed: float | None,
     bootstrap: str | None,
     gpus: int,
     seed: int,
@@ -65,16 +77,20 @@ def gpu(
     overrides: dict[str, object] = {}
     if source:
         overrides["source"] = source
+    if trace:
+        overrides["replay_file"] = trace
+    if speed is not None:
+        overrides["replay_speed"] = speed
     settings = GpuAgentSettings.load(config_file(ctx), **overrides)
     if bootstrap:
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         settings = settings.model_copy(update={"kafka": kafka})
-    gpu_source, kind = make_source(settings, gpus, seed)
-    agent_ = build_agent(settings, gpu_source, kind)
+    setup = make_source(settings, gpus, seed)
+    agent_ = build_agent(settings, setup)
     if once:
-        agent_.sample(int(time.time() * 1000))
+        agent_.sample(int(setup.clock() * 1000))
         time.sleep(settings.sample_interval_s)
-        agent_.sample(int(time.time() * 1000))
+        agent_.sample(int(setup.clock() * 1000))
         click.echo(json.dumps(agent_.take_batch(int(time.time() * 1000)), indent=2))
         return
     stop = threading.Event()
@@ -84,9 +100,37 @@ def gpu(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    publisher = run(settings, agent_, stop, duration)
+    errors = getattr(setup.source, "errors", 0)
+    publisher = run(
+        settings,
+        agent_,
+        stop,
+        duration_s=duration,
+        clock=setup.clock,
+        nvml_errors=lambda: int(getattr(setup.source, "errors", errors)),
+    )
     click.echo(
         f"published {agent_.counters.samples} samples in {publisher.stats.delivered} batches; "
         f"rejected {agent_.counters.rejected or 'none'}",
         err=True,
     )
+
+
+@agent.command("trace")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="CSV to write."
+)
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds per row.")
+def trace_command(out: Path, duration: float, interval: float) -> None:
+    """Record this host's real NVML readings as a trace that --source replay reads."""
+    from agents.gpu.sources import NvmlSource
+    from agents.gpu.trace import record
+
+    source = NvmlSource()
+    try:
+        with out.open("w", newline="") as handle:
+            rows = record(source, handle, duration_s=duration, interval_s=interval)
+    finally:
+        source.close()
+    click.echo(f"wrote {rows} rows for {len(source.devices())} GPU(s) to {out}", err=True)

@@ -27,6 +27,22 @@ class GpuAgentSettings(LlcrSettings):
     metrics_port: int | None = Field(
         default=None, description="Prometheus endpoint port; off when unset."
     )
+    metrics_addr: str = "0.0.0.0"
+    replay_file: Path | None = Field(default=None, description="Trace for source = replay.")
+    replay_speed: float = Field(
+        default=1.0, ge=0, description="Trace seconds per wall second; 0 = as fast as possible."
+    )
+    replay_utc_offset_min: int = Field(
+        default=0, description="Zone of naive trace timestamps (nvidia-smi prints local time)."
+    )
+    inference_metrics_url: str | None = Field(
+        default=None, description="vLLM/TGI Prometheus endpoint to take token counters from."
+    )
+    prompt_tokens_metric: str = "vllm:prompt_tokens_total"
+    generation_tokens_metric: str = "vllm:generation_tokens_total"
+    tokens_job: str | None = Field(
+        default=None, description="Job the tokens belong to (default: job, else the busiest)."
+    )
     job: str | None = Field(default=None, description="Job label for all GPU energy (LLCR_JOB).")
     tenant: str | None = None
     model: str | None = None

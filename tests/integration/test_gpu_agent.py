@@ -109,6 +109,7 @@ def test_published_energy_equals_the_sim_counters(
     )
     assert len(batches) == 20 and sum(len(b["samples"]) for b in batches) == 4 * 39
     _check_exact(host, batches)
+    host.spool.close()
 
 
 def test_broker_outage_of_30s_loses_nothing(tmp_path: Path) -> None:
@@ -138,5 +139,6 @@ def test_broker_outage_of_30s_loses_nothing(tmp_path: Path) -> None:
         _check_exact(host, before + after)
         first_seen = [b["batch_seq"] for b in after]
         assert sorted(set(first_seen)) == sorted(dict.fromkeys(first_seen))  # drained in order
+        host.spool.close()
     finally:
         broker.stop()

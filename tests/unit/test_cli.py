@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from importlib.metadata import requires
+from pathlib import Path
 
 from packaging.requirements import Requirement
 
@@ -57,3 +58,36 @@ def test_agent_extra_does_not_pull_faust_chdb_or_clickhouse() -> None:
     assert {"faust-streaming", "chdb"} <= _closure(
         "llcr", frozenset({"dev"}), set()
     )  # the check can fail
+
+
+def _llcr(*argv: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd, check=False
+    )
+
+
+def test_replay_once_prints_a_batch_from_a_real_nvidia_smi_trace(tmp_path: Path) -> None:
+    trace = Path(__file__).parent.parent / "fixtures" / "traces" / "h100_nvidia_smi_matmul.csv"
+    out = _llcr(
+        "agent",
+        "gpu",
+        "--source",
+        "replay",
+        "--trace",
+        str(trace),
+        "--speed",
+        "0",
+        "--once",
+        cwd=str(tmp_path),
+    )
+    assert out.returncode == 0, out.stderr
+    batch = json.loads(out.stdout)
+    assert batch["source"] == "replay" and len(batch["samples"]) == 51
+    assert batch["samples"][0]["gpu_uuid"] == "GPU-c70307dd-a79a-76c5-ca2a-8d46d2295d83"
+
+
+def test_replay_without_a_trace_is_a_clear_error(tmp_path: Path) -> None:
+    out = _llcr("agent", "gpu", "--source", "replay", "--once", cwd=str(tmp_path))
+    assert out.returncode == 1
+    assert "llcr: error: source = replay needs replay_file (--trace FILE)" in out.stderr

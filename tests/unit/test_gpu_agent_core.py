@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.gpu.agent import GpuAgent, HostIdentity
+from agents.gpu.agent import AgentState, GpuAgent, HostIdentity
 from agents.gpu.attribution import allocate, attribute
 from agents.gpu.energy import EnergyMeter, Interval, Rejected
 from agents.gpu.jobs import ProcJobResolver
-from agents.gpu.model import DeviceInfo, JobLabels, ProcessUse, Reading
+from agents.gpu.model import DeviceInfo, JobLabels, ProcessUse, Reading, Tokens
+from agents.gpu.replay import ReplaySource, parse_trace
 from agents.gpu.sources import NvmlSource, SimSource
 
 H100 = DeviceInfo("GPU-1", 0, "NVIDIA H100", power_limit_w=700.0)
@@ -191,7 +193,10 @@ class _FakeNvml:
         return [SimpleNamespace(pid=11), SimpleNamespace(pid=12)] if h == 0 else []
 
     def nvmlDeviceGetProcessUtilization(self, h: int, since: int) -> list[Any]:
-        return [SimpleNamespace(pid=11, smUtil=60), SimpleNamespace(pid=12, smUtil=20)]
+        return [
+            SimpleNamespace(pid=11, smUtil=60, timeStamp=since + 1),
+            SimpleNamespace(pid=12, smUtil=20, timeStamp=since + 1),
+        ]
 
     def nvmlDeviceGetUtilizationRates(self, h: int) -> Any:
         return SimpleNamespace(gpu=80)
@@ -201,6 +206,9 @@ class _FakeNvml:
 
     def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
         return 55
+
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
+        raise self.NVMLError("Not Supported")
 
 
 def test_nvml_source_through_the_same_seam() -> None:
@@ -233,3 +241,135 @@ def test_nvml_source_through_the_same_seam() -> None:
         700_000,
         ["no_energy_counter"],
     )
+
+
+class _MigNvml(_FakeNvml):
+    """GPU 0 in MIG mode with a 3g (60 SMs) and a 1g (16 SMs) device; GPU 1 as before."""
+
+    NVML_DEVICE_MIG_ENABLE = 1
+    MIG: ClassVar = {100: ("MIG-a", 1, 60, [21]), 101: ("MIG-b", 2, 16, [])}
+
+    def nvmlDeviceGetMigMode(self, h: int) -> list[int]:
+        if h != 0:
+            raise self.NVMLError("Not Supported")
+        return [1, 1]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, h: int) -> int:
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h: int, i: int) -> int:
+        if i >= len(self.MIG):
+            raise self.NVMLError("Not Found")
+        return 100 + i
+
+    def nvmlDeviceGetUUID(self, h: int) -> bytes:
+        return (self.MIG[h][0] if h in self.MIG else f"GPU-{h}").encode()
+
+    def nvmlDeviceGetName(self, h: int) -> str:
+        return f"NVIDIA H100 MIG {h}" if h in self.MIG else super().nvmlDeviceGetName(h)
+
+    def nvmlDeviceGetGpuInstanceId(self, h: int) -> int:
+        return self.MIG[h][1]
+
+    def nvmlDeviceGetAttributes(self, h: int) -> Any:
+        return SimpleNamespace(multiprocessorCount=self.MIG[h][2])
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: int) -> list[Any]:
+        if h in self.MIG:
+            return [SimpleNamespace(pid=p) for p in self.MIG[h][3]]
+        return super().nvmlDeviceGetComputeRunningProcesses(h)
+
+
+def test_mig_devices_split_the_gpu_counter_exactly_by_sm_count() -> None:
+    nvml = _MigNvml()
+    source = NvmlSource(nvml)
+    (gpu0, _) = source.devices()
+    assert [(m.uuid, m.gpu_instance_id, m.sm_count) for m in gpu0.mig_slices] == [
+        ("MIG-a", 1, 60),
+        ("MIG-b", 2, 16),
+    ]
+    agent = GpuAgent(
+        HostIdentity("a", "h", "s", "DE", "nvml"), source, lambda pid: JobLabels(f"job{pid}")
+    )
+    agent.sample(1000)
+    nvml.counter = 100_001
+    agent.sample(2000)
+    batch = agent.take_batch(2000)
+    assert batch is not None
+    mig = [s for s in batch["samples"] if s["mig_instance"] is not None]
+    assert [(s["gpu_uuid"], s["mig_instance"], s["energy_mj"]) for s in mig] == [
+        ("MIG-a", "1", 78_948),  # 100_001 x 60/76, largest remainder
+        ("MIG-b", "2", 21_053),
+    ]
+    assert sum(s["energy_mj"] for s in mig) == 100_001
+    assert all("estimated_share" in s["flags"] for s in mig)
+    assert [(j["job_id"], j["sharing"]) for j in mig[0]["jobs"]] == [("job21", "mig")]
+    assert [(j["job_id"], j["sharing"]) for j in mig[1]["jobs"]] == [("idle", "none")]
+    assert {s["seq"] for s in mig} == {0}  # sequences are per MIG device
+
+
+def test_tokens_go_once_to_the_busiest_job_and_wait_while_none_is_busy() -> None:
+    trace = parse_trace(
+        io.StringIO(
+            "timestamp_ms,gpu,energy_mj,pid,sm_util_pct,job\n"
+            "0,0,0,,,\n"
+            "1000,0,100000,,,\n"  # idle: no job to give tokens to
+            "2000,0,400000,7,80,vllm-7b\n"
+            "2000,0,400000,8,20,etl\n"
+        )
+    )
+    source = ReplaySource(trace, speed=0)
+    agent = GpuAgent(HostIdentity("a", "h", "s", "DE", "replay"), source, source.labels_of)
+    agent.sample(0)
+    agent.sample(1000)
+    agent.add_tokens(Tokens(prompt=1200, generation=300))
+    idle = agent.take_batch(1000)
+    assert idle is not None
+    assert [(j["job_id"], j["prompt_tokens"]) for j in idle["samples"][0]["jobs"]] == [("idle", 0)]
+    agent.add_tokens(Tokens(prompt=1, generation=1))
+    agent.sample(2000)
+    busy = agent.take_batch(2000)
+    assert busy is not None
+    assert [
+        (j["job_id"], j["prompt_tokens"], j["generation_tokens"])
+        for j in busy["samples"][0]["jobs"]
+    ] == [("vllm-7b", 1201, 301), ("etl", 0, 0)]
+
+
+def test_tokens_go_to_the_configured_job() -> None:
+    agent = GpuAgent(
+        HostIdentity("a", "h", "s", "DE", "sim"),
+        SimSource(gpus=2, seed=1),
+        lambda pid: JobLabels(f"job{pid}"),
+        fixed_job=JobLabels("serving", "acme"),
+    )
+    agent.sample(0)
+    agent.sample(1000)
+    agent.add_tokens(Tokens(prompt=10, generation=5))
+    batch = agent.take_batch(1000)
+    assert batch is not None
+    shares = [j for s in batch["samples"] for j in s["jobs"]]
+    assert [(j["prompt_tokens"], j["generation_tokens"]) for j in shares] == [(10, 5), (0, 0)]
+
+
+def test_sequence_state_is_reserved_ahead_so_a_crash_never_repeats_a_number(
+    tmp_path: Path,
+) -> None:
+    class Counted(AgentState):
+        writes = 0
+
+        def save(self, path: Path, headroom: int = 0) -> None:
+            Counted.writes += 1
+            super().save(path, headroom)
+
+    path = tmp_path / "state.json"
+    state = Counted()
+    for _ in range(100):  # 100 batches of one sample each
+        state.gpu_seq["GPU-1"] = state.gpu_seq.get("GPU-1", 0) + 1
+        state.batch_seq += 1
+        state.reserve(path, headroom=40)
+    assert Counted.writes == 3  # at 1, 41 and 81: not once per batch
+    crashed = AgentState.load(path)  # a crash now: the file is ahead, never behind
+    assert crashed.batch_seq >= 100 and crashed.gpu_seq["GPU-1"] >= 100
+    state.save(path)  # a clean stop writes the exact counters
+    assert AgentState.load(path).gpu_seq == {"GPU-1": 100}
