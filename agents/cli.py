@@ -93,13 +93,7 @@ def gpu(
         agent_.sample(int(setup.clock() * 1000))
         click.echo(json.dumps(agent_.take_batch(int(time.time() * 1000)), indent=2))
         return
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = _stop_on_signals()
     errors = getattr(setup.source, "errors", 0)
     publisher = run(
         settings,
@@ -134,3 +128,87 @@ def trace_command(out: Path, duration: float, interval: float) -> None:
     finally:
         source.close()
     click.echo(f"wrote {rows} rows for {len(source.devices())} GPU(s) to {out}", err=True)
+
+
+def bundled_grid_files() -> list[Path]:
+    """The Electricity Maps 2023 portal files shipped in the package (ODbL)."""
+    from importlib import resources
+
+    folder = resources.files("agents") / "data" / "grid"
+    return sorted(
+        Path(str(folder / name.name)) for name in folder.iterdir() if name.name.endswith(".csv")
+    )
+
+
+@agent.command("grid")
+@click.option(
+    "--from-csv",
+    "files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import an Electricity Maps portal export or a generic intensity CSV (repeatable).",
+)
+@click.option(
+    "--bundled", is_flag=True, help="Import the shipped 2023 files (DE, FR, GB, US-CAL-CISO)."
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="File seconds per wall second when importing (3600: an hour per second; 0: at once).",
+)
+@click.option("--once", is_flag=True, help="Poll the providers once and exit.")
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
+@click.pass_context
+def grid(
+    ctx: click.Context,
+    *,
+    files: tuple[Path, ...],
+    bundled: bool,
+    speed: float,
+    once: bool,
+    bootstrap: str | None,
+) -> None:
+    """Publish grid carbon-intensity events: poll providers, or import files."""
+    from agents.grid.model import iso
+    from agents.grid.run import import_files, poll_forever
+
+    settings = GridFeederSettings.load(config_file(ctx))
+    if bootstrap:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        settings = settings.model_copy(update={"kafka": kafka})
+    stop = _stop_on_signals()
+    paths = [*files, *(bundled_grid_files() if bundled else [])]
+    if paths:
+        result = import_files(settings, paths, speed=speed, stop=stop)
+        for problem in result.problems:
+            click.echo(f"rejected [{problem.code}] {problem.reason}", err=True)
+        for gap in result.gaps:
+            click.echo(
+                f"gap {gap.zone} {gap.signal}/{gap.variant}: nothing for "
+                f"{iso(gap.start_ms)}..{iso(gap.end_ms)} (not filled)",
+                err=True,
+            )
+        click.echo(
+            f"published {result.events} event(s); rejected {len(result.problems)} input(s); "
+            f"{len(result.gaps)} gap(s)",
+            err=True,
+        )
+        return
+    feeder = poll_forever(settings, stop, once=once)
+    click.echo(
+        f"published {feeder.stats.events} event(s); rejected {feeder.stats.problems or 'none'}",
+        err=True,
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return stop

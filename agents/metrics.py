@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from agents.gpu.agent import AgentCounters
+from agents.grid.feeder import FeederStats
 from agents.publisher import PublisherStats
 from agents.spool import Spool
 
@@ -102,10 +103,34 @@ class AgentCollector(Collector):
         )
 
 
-def serve(view: AgentView, port: int, addr: str = "0.0.0.0") -> CollectorRegistry:
+class GridCollector(Collector):
+    """The grid feeder's counters: events, rejections by reason, gaps, provider errors."""
+
+    def __init__(self, stats: FeederStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._stats
+        yield CounterMetricFamily("llcr_grid_events", "Intensity events published.", value=s.events)
+        yield CounterMetricFamily("llcr_grid_gaps", "Gaps reported (not filled).", value=s.gaps)
+        rejected = CounterMetricFamily(
+            "llcr_grid_rejected", "Inputs rejected, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(dict(s.problems).items()):
+            rejected.add_metric([reason], count)
+        errors = CounterMetricFamily(
+            "llcr_grid_provider_errors", "Failed provider calls.", labels=["provider"]
+        )
+        for provider, count in sorted(dict(s.provider_errors).items()):
+            errors.add_metric([provider], count)
+        yield from (rejected, errors)
+
+
+def serve(view: AgentView | FeederStats, port: int, addr: str = "0.0.0.0") -> CollectorRegistry:
     """Start the endpoint on a daemon thread; return its registry."""
     registry = CollectorRegistry()
-    registry.register(AgentCollector(view))
+    collector = AgentCollector(view) if isinstance(view, AgentView) else GridCollector(view)
+    registry.register(collector)
     ProcessCollector(registry=registry)
     start_http_server(port, addr=addr, registry=registry)
     return registry

@@ -54,6 +54,11 @@ class Publisher:
     def submit(self, key: bytes, value: bytes) -> None:
         self._spool.append(key, value)
 
+    def submit_many(self, records: list[tuple[bytes, bytes]]) -> None:
+        """Spool several records with one fsync (all or none)."""
+        if records:
+            self._spool.extend(records)
+
     def pump(self, timeout_s: float = 0.0) -> None:
         """Send what is spooled, serve delivery callbacks, advance the cursor."""
         if self._producer is None:

@@ -48,12 +48,42 @@ class GpuAgentSettings(LlcrSettings):
     model: str | None = None
 
 
+ProviderName = Literal["electricitymaps", "watttime", "neso", "static"]
+DEFAULT_AVERAGE_CHAIN: tuple[ProviderName, ...] = ("electricitymaps", "watttime", "neso", "static")
+DEFAULT_MARGINAL_CHAIN: tuple[ProviderName, ...] = ("watttime",)
+
+
 class GridFeederSettings(LlcrSettings):
     """`llcr agent grid`: publishes grid-intensity events for the configured zones."""
 
     zones: list[str] = Field(default_factory=lambda: ["DE"])
     ceiling_g_per_kwh: float = Field(default=2000.0, gt=0)
+    poll_interval_s: float = Field(default=300.0, gt=0)
+    average_chain: list[ProviderName] = Field(
+        default_factory=lambda: list(DEFAULT_AVERAGE_CHAIN),
+        description="Providers of the average signal, most trusted first.",
+    )
+    marginal_chain: list[ProviderName] = Field(
+        default_factory=lambda: list(DEFAULT_MARGINAL_CHAIN),
+        description="Providers of the marginal signal.",
+    )
     electricitymaps_token: SecretStr | None = None
+    electricitymaps_url: str = "https://api.electricitymap.org"
     watttime_username: str | None = None
     watttime_password: SecretStr | None = None
-    poll_interval_s: float = Field(default=300.0, gt=0)
+    watttime_url: str = "https://api.watttime.org"
+    watttime_regions: dict[str, str] = Field(
+        default_factory=dict, description="Zone -> WattTime region, e.g. US-CAL-CISO: CAISO_NORTH."
+    )
+    neso_url: str = "https://api.carbonintensity.org.uk"
+    static_g_per_kwh: dict[str, float] = Field(
+        default_factory=dict, description="Last-resort value per zone (kind: estimated)."
+    )
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    retry_attempts: int = Field(default=3, ge=1)
+    provider_budget_s: float = Field(
+        default=10.0, gt=0, description="Most time one provider may take before the next is tried."
+    )
+    state_dir: Path = Path(".llcr-data/grid")
+    history_days: int = Field(default=14, ge=1, description="Revision memory per period.")
+    metrics_port: int | None = None

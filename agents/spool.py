@@ -74,22 +74,34 @@ class Spool:
         return self._bytes
 
     def append(self, key: bytes, value: bytes) -> int:
-        payload = _KEY_LEN.pack(len(key)) + key + value
-        framed = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-        if self.size_bytes + len(framed) > self._max_bytes:
-            raise SpoolFullError(f"spool at {self.size_bytes} bytes (bound {self._max_bytes})")
+        return self.extend([(key, value)])
+
+    def extend(self, records: list[tuple[bytes, bytes]]) -> int:
+        """Append records with one write and one fsync; return the index of the last.
+
+        All or none: when they do not fit in the bound, nothing is stored.
+        """
+        frames = []
+        for key, value in records:
+            payload = _KEY_LEN.pack(len(key)) + key + value
+            frames.append(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
+        size = sum(map(len, frames))
+        if self.size_bytes + size > self._max_bytes:
+            bound = self._max_bytes
+            raise SpoolFullError(f"spool at {self.size_bytes} bytes + {size} > bound {bound}")
         segment, handle = self._writable_segment()
         offset = handle.tell()
-        handle.write(framed)
+        handle.write(b"".join(frames))
         handle.flush()
         os.fsync(handle.fileno())
-        self._records.append((segment, offset, len(framed)))
-        self._bytes += len(framed)
-        index = self.end - 1
-        self._recent[index] = (key, value)
-        if len(self._recent) > _RECENT:
+        for (key, value), frame in zip(records, frames, strict=True):
+            self._records.append((segment, offset, len(frame)))
+            offset += len(frame)
+            self._bytes += len(frame)
+            self._recent[self.end - 1] = (key, value)
+        while len(self._recent) > _RECENT:
             del self._recent[next(iter(self._recent))]
-        return index
+        return self.end - 1
 
     def read(self, index: int) -> tuple[bytes, bytes]:
         if index in self._recent:

@@ -6,8 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from agents.gpu.agent import GpuAgent, HostIdentity
 from agents.gpu.model import JobLabels
 from agents.gpu.run import producer_factory, publish_pending
@@ -20,6 +18,7 @@ from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import spec
 from streams.embedded.broker import Broker
+from tests.kafka_read import read_topic
 
 T0 = 1_700_000_000_000
 codec = Codec()
@@ -28,23 +27,14 @@ codec = Codec()
 def _read_all(
     bootstrap: str, topic: str, expected_batches: int, timeout_s: float = 30
 ) -> list[dict[str, Any]]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": "false"}
+    return read_topic(
+        bootstrap,
+        topic,
+        "gpu_sample_batch",
+        expected_batches,
+        partitions=spec("samples").partitions,
+        timeout_s=timeout_s,
     )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(spec("samples").partitions)])
-    batches: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(batches) < expected_batches and time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
-                batches.append(codec.decode("gpu_sample_batch", message.value()))
-    finally:
-        consumer.close()
-    assert len(batches) >= expected_batches, (
-        f"read {len(batches)} of {expected_batches} batches in {timeout_s}s"
-    )
-    return batches
 
 
 class _Host:

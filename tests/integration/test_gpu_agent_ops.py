@@ -7,23 +7,22 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.gpu.run import SourceSetup, build_agent, run
 from agents.gpu.sources import SimSource
 from agents.settings import GpuAgentSettings
 from agents.tokens import TokenScraper, counter_values
-from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
 from streams.embedded.broker import free_port
+from tests.kafka_read import read_topic
+from tests.scripted_http import ScriptedServer, scripted_server
 
 VLLM = """# HELP vllm:prompt_tokens_total Number of prefill tokens processed.
 # TYPE vllm:prompt_tokens_total counter
@@ -50,42 +49,27 @@ tgi_request_generated_tokens_count 4
 
 
 class InferenceServer:
-    """Serves ``body`` on /metrics; ``status`` other than 200 simulates a failing server."""
+    """vLLM's /metrics on a real HTTP server; ``status`` other than 200 simulates a failure."""
 
-    def __init__(self) -> None:
-        self.body = VLLM.format(prompt=0.0, generation=0.0)
+    def __init__(self, server: ScriptedServer) -> None:
+        self._server = server
+        self.url = f"{server.url}/metrics"
         self.status = 200
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                payload = server.body.encode()
-                self.send_response(server.status)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None: ...
-
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._http.server_address[1]}/metrics"
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-        self._thread.start()
+        self.set(0, 0)
 
     def set(self, prompt: float, generation: float) -> None:
-        self.body = VLLM.format(prompt=prompt, generation=generation)
+        self._body = VLLM.format(prompt=float(prompt), generation=float(generation))
+        self._server.script("/metrics", (self.status, self._body))
 
-    def close(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
+    def fail(self, status: int) -> None:
+        self.status = status
+        self._server.script("/metrics", (status, "<html>busy</html>"))
 
 
 @pytest.fixture
 def inference() -> Iterator[InferenceServer]:
-    server = InferenceServer()
-    yield server
-    server.close()
+    with scripted_server() as server:
+        yield InferenceServer(server)
 
 
 def test_token_deltas_survive_failures_and_counter_resets(inference: InferenceServer) -> None:
@@ -97,7 +81,7 @@ def test_token_deltas_survive_failures_and_counter_resets(inference: InferenceSe
     inference.set(1600, 180)
     first = scraper.take()
     assert (first.prompt, first.generation) == (600, 80)
-    inference.status = 503
+    inference.fail(503)
     assert not scraper.take() and scraper.errors == 1
     inference.status = 200
     inference.set(2000, 200)  # the gap is covered by the next good scrape
@@ -167,16 +151,13 @@ def test_run_loop_publishes_exact_energy_serves_metrics_and_attaches_tokens(
     publisher = done["publisher"]
     assert publisher.stats.delivered == agent.counters.batches >= 3
 
-    consumer = Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": "t"})
-    topic = topics.name("samples")
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(spec("samples").partitions)])
-    codec, batches = Codec(), []
-    deadline = time.monotonic() + 20
-    while len(batches) < publisher.stats.delivered and time.monotonic() < deadline:
-        message = consumer.poll(0.2)
-        if message is not None and message.error() is None:
-            batches.append(codec.decode("gpu_sample_batch", message.value()))
-    consumer.close()
+    batches = read_topic(
+        kafka.bootstrap_servers,
+        topics.name("samples"),
+        "gpu_sample_batch",
+        publisher.stats.delivered,
+        partitions=spec("samples").partitions,
+    )
     samples = [s for b in batches for s in b["samples"]]
     for uuid, before in start.items():
         mine = [s for s in samples if s["gpu_uuid"] == uuid]

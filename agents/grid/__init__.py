@@ -1,0 +1,1 @@
+"""The grid-intensity feeder: providers, CSV imports, validation, revisions, publishing."""

@@ -1,0 +1,138 @@
+"""Intensity files: Electricity Maps data-portal exports and a generic CSV (pure parsing).
+
+**Electricity Maps portal** (hourly, as downloaded; header ``Datetime (UTC),Country,
+Zone Name,Zone Id,Carbon Intensity gCO₂eq/kWh (direct),Carbon Intensity gCO₂eq/kWh (LCA),
+Low Carbon Percentage,Renewable Percentage,Data Source,Data Estimated,Data Estimation
+Method``): each row is the hour starting at ``Datetime (UTC)`` and gives two average
+observations, ``direct`` and ``lifecycle``. ``Data Estimated`` true makes them
+``estimated`` with the file's estimation method.
+
+**Generic** (docs/grid-feeder.md): ``zone,period_start,period_end,value,signal`` and
+optionally ``variant`` (direct), ``kind`` (measured), ``provider``, ``estimation_method``.
+Times are ISO-8601 (naive = UTC) or epoch milliseconds.
+
+Rows that cannot be read become :class:`Problem` s naming the line; validation of the
+values (negative, NaN, ceiling, duplicates, gaps) happens in ``validate``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import cast
+
+from agents.grid.model import HOUR_MS, Observation, Problem
+from schemas.records import IntensityKind, Signal, Variant
+
+EM_TIME = "Datetime (UTC)"
+EM_ZONE = "Zone Id"
+EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
+EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
+EM_ESTIMATED = "Data Estimated"
+EM_METHOD = "Data Estimation Method"
+_PORTAL_VARIANTS: tuple[tuple[Variant, str], ...] = (("direct", EM_DIRECT), ("lifecycle", EM_LCA))
+GENERIC = ("zone", "period_start", "period_end", "value", "signal")
+
+
+def parse_time_ms(text: str) -> int:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return round(moment.timestamp() * 1000)
+
+
+def _value(text: str) -> float:
+    if not text.strip():
+        raise ValueError("empty value")
+    return float(text)  # "NaN" parses; validation rejects it with its own reason
+
+
+def read_intensity_csv(lines: Iterable[str], name: str) -> tuple[list[Observation], list[Problem]]:
+    """Observations and unreadable rows of a portal or generic file called ``name``."""
+    reader = csv.reader(lines)
+    header = [h.strip() for h in next(reader, [])]
+    if EM_TIME in header and EM_DIRECT in header:
+        parse_row = _portal_row
+    elif all(column in header for column in GENERIC):
+        parse_row = _generic_row
+    else:
+        raise ValueError(
+            f"{name}: not an Electricity Maps portal export nor a generic intensity CSV "
+            f"(header {header[:6]})"
+        )
+    provider = f"csv:{name}"
+    observations: list[Observation] = []
+    problems: list[Problem] = []
+    for line_no, values in enumerate(reader, start=2):
+        if not values or not any(v.strip() for v in values):
+            continue
+        raw = ",".join(values)
+        if len(values) != len(header):
+            reason = f"{name} line {line_no}: {len(values)} columns, the header has {len(header)}"
+            problems.append(Problem("bad_row", reason, raw))
+            continue
+        row = dict(zip(header, values, strict=True))
+        try:
+            observations.extend(parse_row(row, provider, raw))
+        except (ValueError, KeyError) as exc:
+            problems.append(Problem("bad_row", f"{name} line {line_no}: {exc}", raw))
+    return observations, problems
+
+
+def _portal_row(row: dict[str, str], provider: str, raw: str) -> list[Observation]:
+    start = parse_time_ms(row[EM_TIME])
+    estimated = row.get(EM_ESTIMATED, "").strip().lower() == "true"
+    kind: IntensityKind = "estimated" if estimated else "measured"
+    method = row.get(EM_METHOD, "").strip() or None
+    return [
+        Observation(
+            zone=row[EM_ZONE].strip(),
+            start_ms=start,
+            end_ms=start + HOUR_MS,
+            value=_value(row[column]),
+            signal="average",
+            variant=variant,
+            provider=provider,
+            kind=kind,
+            estimation_method=method if estimated else None,
+            raw=raw,
+        )
+        for variant, column in _PORTAL_VARIANTS
+        if column in row
+    ]
+
+
+def _choice(text: str, allowed: tuple[str, ...], what: str) -> str:
+    value = text.strip()
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _generic_row(row: dict[str, str], provider: str, raw: str) -> list[Observation]:
+    signal = cast(Signal, _choice(row["signal"], ("average", "marginal"), "signal"))
+    variant = cast(
+        Variant, _choice(row.get("variant") or "direct", ("direct", "lifecycle"), "variant")
+    )
+    kind = cast(
+        IntensityKind,
+        _choice(row.get("kind") or "measured", ("measured", "estimated", "forecast"), "kind"),
+    )
+    return [
+        Observation(
+            zone=row["zone"].strip(),
+            start_ms=parse_time_ms(row["period_start"]),
+            end_ms=parse_time_ms(row["period_end"]),
+            value=_value(row["value"]),
+            signal=signal,
+            variant=variant,
+            provider=row.get("provider", "").strip() or provider,
+            kind=kind,
+            estimation_method=row.get("estimation_method", "").strip() or None,
+            raw=raw,
+        )
+    ]

@@ -1,0 +1,44 @@
+"""Read every record of a topic from the beginning (all partitions), decoded."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.codec import Codec, SchemaName
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    schema: SchemaName,
+    expected: int,
+    *,
+    partitions: int,
+    timeout_s: float = 30,
+    settle_s: float = 0.0,
+) -> list[dict[str, Any]]:
+    """Poll until ``expected`` records arrived (then ``settle_s`` more, to catch extras)."""
+    codec = Codec()
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": "false"}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    records: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            if len(records) >= expected:
+                settle_until = settle_until or time.monotonic() + settle_s
+                if time.monotonic() >= settle_until:
+                    break
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                records.append(codec.decode(schema, message.value()))
+    finally:
+        consumer.close()
+    assert len(records) >= expected, f"read {len(records)} of {expected} in {timeout_s}s"
+    return records
