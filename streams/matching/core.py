@@ -1,0 +1,348 @@
+"""Temporal matching, the pure core: exact hourly emissions from samples and intensity.
+
+No I/O and no Kafka: the faust processors (``streams.matching.worker``) feed it and
+publish what it returns; the tests drive it directly.
+
+**Energy.** A sample's energy E over [start, end) is spread uniformly in time (the sample
+is all we know), so the part in any sub-interval is E x overlap / duration. Each job
+share is split at every 5-minute boundary ("bin") and kept per (GPU, job, hour) as 12 bin
+energies. Intensity periods of every provider start and end on 5-minute boundaries (EM
+60 min, NESO 30 min, WattTime 5 min), so intensity is constant inside a bin and
+
+    emissions = sum over bins of energy_in_bin x intensity_of_bin
+
+is the exact integral of power x intensity, whenever the intensity arrives (late
+binding). Periods that are not 5-minute aligned are refused (dead letter).
+
+**Intensity.** For every (zone, signal, variant, bin) the covering event with the
+greatest (revision, published_at_ms, event_id) wins. That is a max, so arrival order
+does not matter, and a revision (a higher number) replaces what it revises.
+
+**Idempotence.** Every GPU keeps the set of sample sequence numbers it applied (a
+contiguous prefix plus stragglers) in the same state value as its hours, so a replayed
+or duplicated batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from schemas.records import (
+    EmissionHour,
+    EmissionStatus,
+    GpuSample,
+    GridIntensityEvent,
+    Signal,
+    SignalEmissions,
+    Variant,
+)
+
+HOUR_MS = 3_600_000
+BIN_MS = 300_000
+BINS = HOUR_MS // BIN_MS
+MJ_PER_KWH = 3_600_000_000
+
+
+# ---------------------------------------------------------------- intensity
+
+
+@dataclass(frozen=True)
+class Price:
+    """The intensity chosen for one bin, and the event it came from."""
+
+    order: tuple[int, int, str]  # (revision, published_at_ms, event_id): the greatest wins
+    value: float
+    event_id: str
+    provider: str
+    estimated: bool
+
+
+class UnalignedPeriodError(ValueError):
+    """An intensity period that does not start and end on 5-minute boundaries."""
+
+
+@dataclass
+class IntensityBook:
+    """Intensity per (zone, signal, variant, hour): 12 bins, each the winning event."""
+
+    hours: dict[tuple[str, str, str, int], list[Price | None]] = field(default_factory=dict)
+
+    def apply(self, event: GridIntensityEvent) -> list[tuple[str, int]]:
+        """Take an event; return the (zone, hour_start) whose pricing changed."""
+        start, end = event["period_start_ms"], event["period_end_ms"]
+        if start % BIN_MS or end % BIN_MS or end <= start:
+            raise UnalignedPeriodError(
+                f"period {start}..{end} is not on 5-minute boundaries (or is empty)"
+            )
+        price = Price(
+            (event["revision"], event["published_at_ms"], event["event_id"]),
+            event["intensity_g_per_kwh"],
+            event["event_id"],
+            event["provider"],
+            event["kind"] != "measured",
+        )
+        changed: list[tuple[str, int]] = []
+        for bin_start in range(start, end, BIN_MS):
+            hour = bin_start - bin_start % HOUR_MS
+            key = (event["zone"], event["signal"], event["variant"], hour)
+            bins = self.hours.setdefault(key, [None] * BINS)
+            slot = (bin_start - hour) // BIN_MS
+            current = bins[slot]
+            if current is None or price.order > current.order:
+                bins[slot] = price
+                if not changed or changed[-1] != (event["zone"], hour):
+                    changed.append((event["zone"], hour))
+        return changed
+
+    def bins(self, zone: str, signal: str, variant: str, hour: int) -> list[Price | None]:
+        return self.hours.get((zone, signal, variant, hour), [None] * BINS)
+
+    def version(self, zone: str, hour: int) -> tuple[str | None, ...]:
+        """What prices an hour of a zone (all signals and variants): changes when any does."""
+        return tuple(
+            p.event_id if p else None
+            for (z, _s, _v, h), bins in sorted(self.hours.items())
+            if z == zone and h == hour
+            for p in bins
+        )
+
+    def forget_before(self, hour: int) -> None:
+        self.hours = {k: v for k, v in self.hours.items() if k[3] >= hour}
+
+
+# ---------------------------------------------------------------- energy
+
+
+@dataclass
+class SeqSet:
+    """Applied sequence numbers: everything below ``upto``, plus ``extra`` above it."""
+
+    upto: int = 0
+    extra: set[int] = field(default_factory=set)
+
+    def __contains__(self, seq: int) -> bool:
+        return seq < self.upto or seq in self.extra
+
+    def add(self, seq: int) -> None:
+        self.extra.add(seq)
+        while self.upto in self.extra:
+            self.extra.discard(self.upto)
+            self.upto += 1
+
+
+@dataclass(frozen=True)
+class HourKey:
+    hour_start_ms: int
+    job_id: str
+    tenant: str
+
+
+@dataclass
+class HourEnergy:
+    """One (GPU, job) in one hour: energy per 5-minute bin and what goes with it."""
+
+    bins_mj: list[float] = field(default_factory=lambda: [0.0] * BINS)
+    energy_mj: int = 0  # integer mJ, split between hours by largest remainder per sample
+    covered_ms: float = 0.0  # sample time in the hour
+    gpu_ms: float = 0.0  # sample time x the job's share (for embodied emissions)
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    as_of_ms: int = 0  # end of the newest sample included
+    model: str | None = None
+
+
+@dataclass
+class GpuState:
+    """Everything one GPU contributed: hours by (hour, job), and the sequences applied."""
+
+    host: str
+    site: str
+    zone: str
+    gpu_model: str
+    applied: SeqSet = field(default_factory=SeqSet)
+    hours: dict[HourKey, HourEnergy] = field(default_factory=dict)
+    watermark_ms: int = 0  # newest sample end seen (event time)
+
+
+def split_hours(start: int, end: int) -> list[tuple[int, int, int]]:
+    """[start, end) cut at hour boundaries: (hour_start, piece_start, piece_end)."""
+    pieces = []
+    t = start
+    while t < end:
+        hour = t - t % HOUR_MS
+        stop = min(end, hour + HOUR_MS)
+        pieces.append((hour, t, stop))
+        t = stop
+    return pieces
+
+
+def _largest_remainder(total: int, weights: list[int]) -> list[int]:
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    parts = [math.floor(x) for x in exact]
+    order = sorted(range(len(parts)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def apply_sample(state: GpuState, sample: GpuSample) -> bool:
+    """Add one sample's job shares to the GPU's hours; False when it was applied before."""
+    seq = sample["seq"]
+    if seq in state.applied:
+        return False
+    state.applied.add(seq)
+    start, end = sample["start_ms"], sample["end_ms"]
+    duration = end - start
+    if duration <= 0:
+        return True
+    pieces = split_hours(start, end)
+    state.watermark_ms = max(state.watermark_ms, end)
+    for job in sample["jobs"]:
+        energy = job["energy_mj"]
+        ints = _largest_remainder(energy, [b - a for _, a, b in pieces]) if energy else None
+        for i, (hour, a, b) in enumerate(pieces):
+            hour_energy = state.hours.setdefault(
+                HourKey(hour, job["job_id"], job["tenant"]), HourEnergy()
+            )
+            _add_piece(hour_energy, hour, a, b, energy / duration)
+            hour_energy.energy_mj += ints[i] if ints else 0
+            hour_energy.covered_ms += b - a
+            hour_energy.gpu_ms += (b - a) * job["share"]
+            hour_energy.as_of_ms = max(hour_energy.as_of_ms, b)
+            hour_energy.model = job["model"] or hour_energy.model
+        if job["prompt_tokens"] or job["generation_tokens"]:
+            # tokens belong to the hour the sample ends in
+            last = state.hours[HourKey(pieces[-1][0], job["job_id"], job["tenant"])]
+            last.prompt_tokens += job["prompt_tokens"]
+            last.generation_tokens += job["generation_tokens"]
+    return True
+
+
+def _add_piece(hour_energy: HourEnergy, hour: int, a: int, b: int, mj_per_ms: float) -> None:
+    """Spread ``mj_per_ms`` over [a, b) into the hour's 5-minute bins."""
+    t = a
+    while t < b:
+        slot = (t - hour) // BIN_MS
+        stop = min(b, hour + (slot + 1) * BIN_MS)
+        hour_energy.bins_mj[slot] += mj_per_ms * (stop - t)
+        t = stop
+
+
+# ---------------------------------------------------------------- pricing and records
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Site and hardware factors: PUE and WUE per site, embodied gCO2e per GPU-hour."""
+
+    pue: Mapping[str, float] = field(default_factory=dict)
+    wue_l_per_kwh: Mapping[str, float] = field(default_factory=dict)
+    embodied_g_per_gpu_hour: Mapping[str, float] = field(default_factory=dict)  # by model
+    default_pue: float = 1.2
+    default_wue_l_per_kwh: float = 0.5
+    default_embodied_g_per_gpu_hour: float = 0.0
+    average_variant: Variant = "lifecycle"
+
+    def embodied(self, gpu_model: str) -> float:
+        """The longest configured model name contained in ``gpu_model`` wins."""
+        matches = [name for name in self.embodied_g_per_gpu_hour if name in gpu_model]
+        if not matches:
+            return self.default_embodied_g_per_gpu_hour
+        return self.embodied_g_per_gpu_hour[max(matches, key=len)]
+
+
+def price(
+    energy: HourEnergy,
+    book: IntensityBook,
+    where: tuple[str, int],
+    signal: Signal,
+    variant: Variant,
+) -> SignalEmissions | None:
+    """Emissions of one hour's energy with one signal; None when nothing prices it."""
+    zone, hour = where
+    bins = book.bins(zone, signal, variant, hour)
+    total = sum(energy.bins_mj)
+    grams = priced = 0.0
+    used: dict[str, Price] = {}
+    for mj, p in zip(energy.bins_mj, bins, strict=True):
+        if p is None or mj == 0:
+            continue
+        grams += mj / MJ_PER_KWH * p.value
+        priced += mj
+        used[p.event_id] = p
+    if not used:
+        return None
+    return {
+        "emissions_g": grams,
+        "intensity_g_per_kwh": grams / (priced / MJ_PER_KWH) if priced else 0.0,
+        "priced_fraction": priced / total if total else 1.0,
+        "variant": variant,
+        "providers": sorted({p.provider for p in used.values()}),
+        "intensity_event_ids": sorted(used),
+        "estimated": any(p.estimated for p in used.values()),
+    }
+
+
+def record_id(hour: int, host: str, gpu_uuid: str, job_id: str, tenant: str) -> str:
+    digest = hashlib.sha256(f"{hour}\0{host}\0{gpu_uuid}\0{job_id}\0{tenant}".encode())
+    return digest.hexdigest()[:32]
+
+
+def emission_record(
+    gpu_uuid: str,
+    state: GpuState,
+    key: HourKey,
+    book: IntensityBook,
+    factors: Factors,
+    *,
+    status: EmissionStatus,
+    revision: int,
+    now_ms: int,
+) -> EmissionHour:
+    energy = state.hours[key]
+    hour = key.hour_start_ms
+    kwh = energy.energy_mj / MJ_PER_KWH
+    facility = kwh * factors.pue.get(state.site, factors.default_pue)
+    return {
+        "record_id": record_id(hour, state.host, gpu_uuid, key.job_id, key.tenant),
+        "hour_start_ms": hour,
+        "host": state.host,
+        "site": state.site,
+        "zone": state.zone,
+        "gpu_uuid": gpu_uuid,
+        "gpu_model": state.gpu_model,
+        "job_id": key.job_id,
+        "tenant": key.tenant,
+        "model": energy.model,
+        "status": status,
+        "revision": revision,
+        "energy_mj": energy.energy_mj,
+        "energy_kwh": kwh,
+        "facility_energy_kwh": facility,
+        "water_l": facility * factors.wue_l_per_kwh.get(state.site, factors.default_wue_l_per_kwh),
+        "embodied_g": energy.gpu_ms / HOUR_MS * factors.embodied(state.gpu_model),
+        "coverage": min(1.0, energy.covered_ms / HOUR_MS),
+        "prompt_tokens": energy.prompt_tokens,
+        "generation_tokens": energy.generation_tokens,
+        "average": price(energy, book, (state.zone, hour), "average", factors.average_variant),
+        "marginal": price(energy, book, (state.zone, hour), "marginal", "direct"),
+        "computed_at_ms": now_ms,
+    }
+
+
+def fingerprint(record: EmissionHour) -> tuple[object, ...]:
+    """What makes two records of the same hour differ (not status, revision or time)."""
+    ignored = {"status", "revision", "computed_at_ms"}
+    return tuple(
+        (k, tuple(v.items()) if isinstance(v, dict) else v)
+        for k, v in record.items()
+        if k not in ignored
+    )
+
+
+def hours_of(states: Iterable[tuple[str, GpuState]]) -> list[tuple[str, GpuState, HourKey]]:
+    return [(uuid, state, key) for uuid, state in states for key in state.hours]
