@@ -1,11 +1,11 @@
-"""Stream-side commands: `llcr migrate` (and, as they land, worker, sink, query)."""
+"""Stream-side commands: `llcr migrate`, `llcr worker` (and, as they land, sink, query)."""
 
 from __future__ import annotations
 
 import click
 
 from schemas.cli import config_file
-from streams.settings import SinkSettings
+from streams.settings import SinkSettings, WorkerSettings
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
 
@@ -31,3 +31,18 @@ def migrate(ctx: click.Context, dsn: str | None) -> None:
     click.echo(
         f"applied {len(applied)} migration(s): {applied}" if applied else "schema up to date"
     )
+
+
+@click.command()
+@click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
+@click.option("--loglevel", default="info", show_default=True)
+@click.pass_context
+def worker(ctx: click.Context, bootstrap: str | None, loglevel: str) -> None:
+    """Run the matching processors (any number of workers share the partitions)."""
+    from streams.matching.run import run_worker
+
+    settings = WorkerSettings.load(config_file(ctx))
+    if bootstrap:
+        kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
+        settings = settings.model_copy(update={"kafka": kafka})
+    run_worker(settings, loglevel=loglevel)

@@ -37,6 +37,30 @@ class WorkerSettings(LlcrSettings):
     heartbeat_interval_s: float = 1.0
     rebalance_timeout_s: float = 6.0
     topic_partitions: int = 8
+    # matching
+    zones: list[str] = Field(
+        default_factory=list, description="Known grid zones; empty: any zone is accepted."
+    )
+    average_variant: Literal["direct", "lifecycle"] = "lifecycle"
+    pue: dict[str, float] = Field(default_factory=dict, description="PUE by site.")
+    wue_l_per_kwh: dict[str, float] = Field(default_factory=dict, description="WUE by site.")
+    default_pue: float = Field(default=1.2, ge=1.0)
+    default_wue_l_per_kwh: float = Field(default=0.5, ge=0.0)
+    embodied_g_per_gpu_hour: dict[str, float] = Field(
+        default_factory=dict, description="Embodied gCO2e per GPU-hour by GPU model name part."
+    )
+    grace_s: float = Field(default=300.0, ge=0, description="Event-time grace after hour end.")
+    max_wait_s: float = Field(
+        default=900.0, ge=0, description="Close an hour on the clock this long after its end."
+    )
+    live_every_s: float = Field(default=5.0, gt=0)
+    retention_h: float = Field(default=72.0, gt=0, description="How long closed hours can change.")
+    max_sample_age_h: float | None = Field(
+        default=None, description="Refuse samples older than this (None: replays of any age)."
+    )
+    tick_s: float = Field(default=1.0, gt=0)
+    batch_max_messages: int = Field(default=2000, ge=1)
+    batch_within_s: float = Field(default=0.2, gt=0)
 
 
 class SinkSettings(LlcrSettings):

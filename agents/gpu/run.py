@@ -79,6 +79,9 @@ def producer_factory(settings: GpuAgentSettings) -> Callable[[], Any]:
             {
                 **settings.kafka.librdkafka(),
                 "enable.idempotence": "true",
+                # Java's partitioner, so the matching worker's host state (changelog
+                # partitioned by the same key) lives on the partition of its samples.
+                "partitioner": "murmur2_random",
                 "linger.ms": "50",
                 "compression.type": "lz4",
                 "message.timeout.ms": "10000",  # surface outages; the spool keeps the records

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from schemas.records import (
     EmissionHour,
@@ -64,50 +65,79 @@ class UnalignedPeriodError(ValueError):
     """An intensity period that does not start and end on 5-minute boundaries."""
 
 
+BookKey = tuple[str, str, str, int]  # zone, signal, variant, hour start
+SIGNAL_VARIANTS: tuple[tuple[Signal, Variant], ...] = (
+    ("average", "direct"),
+    ("average", "lifecycle"),
+    ("marginal", "direct"),
+    ("marginal", "lifecycle"),
+)
+
+
+def price_of(event: GridIntensityEvent) -> Price:
+    return Price(
+        (event["revision"], event["published_at_ms"], event["event_id"]),
+        event["intensity_g_per_kwh"],
+        event["event_id"],
+        event["provider"],
+        event["kind"] != "measured",
+    )
+
+
+def merge_event(
+    current: Callable[[BookKey], list[Price | None] | None], event: GridIntensityEvent
+) -> dict[BookKey, list[Price | None]]:
+    """The hours whose bins an event changes, with their new bins (the inputs untouched).
+
+    ``current(key)`` gives an hour's bins as they are. Raises
+    :class:`UnalignedPeriodError` for periods off the 5-minute grid.
+    """
+    start, end = event["period_start_ms"], event["period_end_ms"]
+    if start % BIN_MS or end % BIN_MS or end <= start:
+        raise UnalignedPeriodError(
+            f"period {start}..{end} is not on 5-minute boundaries (or is empty)"
+        )
+    price = price_of(event)
+    changed: dict[BookKey, list[Price | None]] = {}
+    for bin_start in range(start, end, BIN_MS):
+        hour = bin_start - bin_start % HOUR_MS
+        key = (event["zone"], event["signal"], event["variant"], hour)
+        if key not in changed:
+            changed[key] = list(current(key) or [None] * BINS)
+        bins = changed[key]
+        slot = (bin_start - hour) // BIN_MS
+        if bins[slot] is None or price.order > bins[slot].order:  # type: ignore[union-attr]
+            bins[slot] = price
+    return {k: v for k, v in changed.items() if v != (current(k) or [None] * BINS)}
+
+
+class PriceSource(Protocol):
+    def bins(self, zone: str, signal: str, variant: str, hour: int) -> list[Price | None]: ...
+
+
+def intensity_version(book: PriceSource, zone: str, hour: int) -> tuple[str | None, ...]:
+    """What prices an hour of a zone (every signal and variant): changes when any does."""
+    return tuple(
+        p.event_id if p else None
+        for signal, variant in SIGNAL_VARIANTS
+        for p in book.bins(zone, signal, variant, hour)
+    )
+
+
 @dataclass
 class IntensityBook:
     """Intensity per (zone, signal, variant, hour): 12 bins, each the winning event."""
 
-    hours: dict[tuple[str, str, str, int], list[Price | None]] = field(default_factory=dict)
+    hours: dict[BookKey, list[Price | None]] = field(default_factory=dict)
 
     def apply(self, event: GridIntensityEvent) -> list[tuple[str, int]]:
         """Take an event; return the (zone, hour_start) whose pricing changed."""
-        start, end = event["period_start_ms"], event["period_end_ms"]
-        if start % BIN_MS or end % BIN_MS or end <= start:
-            raise UnalignedPeriodError(
-                f"period {start}..{end} is not on 5-minute boundaries (or is empty)"
-            )
-        price = Price(
-            (event["revision"], event["published_at_ms"], event["event_id"]),
-            event["intensity_g_per_kwh"],
-            event["event_id"],
-            event["provider"],
-            event["kind"] != "measured",
-        )
-        changed: list[tuple[str, int]] = []
-        for bin_start in range(start, end, BIN_MS):
-            hour = bin_start - bin_start % HOUR_MS
-            key = (event["zone"], event["signal"], event["variant"], hour)
-            bins = self.hours.setdefault(key, [None] * BINS)
-            slot = (bin_start - hour) // BIN_MS
-            current = bins[slot]
-            if current is None or price.order > current.order:
-                bins[slot] = price
-                if not changed or changed[-1] != (event["zone"], hour):
-                    changed.append((event["zone"], hour))
-        return changed
+        changed = merge_event(self.hours.get, event)
+        self.hours.update(changed)
+        return sorted({(key[0], key[3]) for key in changed})
 
     def bins(self, zone: str, signal: str, variant: str, hour: int) -> list[Price | None]:
         return self.hours.get((zone, signal, variant, hour), [None] * BINS)
-
-    def version(self, zone: str, hour: int) -> tuple[str | None, ...]:
-        """What prices an hour of a zone (all signals and variants): changes when any does."""
-        return tuple(
-            p.event_id if p else None
-            for (z, _s, _v, h), bins in sorted(self.hours.items())
-            if z == zone and h == hour
-            for p in bins
-        )
 
     def forget_before(self, hour: int) -> None:
         self.hours = {k: v for k, v in self.hours.items() if k[3] >= hour}
@@ -145,6 +175,7 @@ class HourEnergy:
     """One (GPU, job) in one hour: energy per 5-minute bin and what goes with it."""
 
     bins_mj: list[float] = field(default_factory=lambda: [0.0] * BINS)
+    bins_ms: list[int] = field(default_factory=lambda: [0] * BINS)  # sample time per bin
     energy_mj: int = 0  # integer mJ, split between hours by largest remainder per sample
     covered_ms: float = 0.0  # sample time in the hour
     gpu_ms: float = 0.0  # sample time x the job's share (for embodied emissions)
@@ -229,6 +260,7 @@ def _add_piece(hour_energy: HourEnergy, hour: int, a: int, b: int, mj_per_ms: fl
         slot = (t - hour) // BIN_MS
         stop = min(b, hour + (slot + 1) * BIN_MS)
         hour_energy.bins_mj[slot] += mj_per_ms * (stop - t)
+        hour_energy.bins_ms[slot] += stop - t
         t = stop
 
 
@@ -257,7 +289,7 @@ class Factors:
 
 def price(
     energy: HourEnergy,
-    book: IntensityBook,
+    book: PriceSource,
     where: tuple[str, int],
     signal: Signal,
     variant: Variant,
@@ -268,8 +300,8 @@ def price(
     total = sum(energy.bins_mj)
     grams = priced = 0.0
     used: dict[str, Price] = {}
-    for mj, p in zip(energy.bins_mj, bins, strict=True):
-        if p is None or mj == 0:
+    for mj, ms, p in zip(energy.bins_mj, energy.bins_ms, bins, strict=True):
+        if p is None or ms == 0:
             continue
         grams += mj / MJ_PER_KWH * p.value
         priced += mj
@@ -296,7 +328,7 @@ def emission_record(
     gpu_uuid: str,
     state: GpuState,
     key: HourKey,
-    book: IntensityBook,
+    book: PriceSource,
     factors: Factors,
     *,
     status: EmissionStatus,

@@ -1,0 +1,194 @@
+"""Hour lifecycle and sample checks for one host's state (pure; the worker calls it).
+
+A host's state holds its GPUs (``core.GpuState``) and what was emitted for each
+(GPU, job, hour). :func:`tick` decides, from event time and an injectable clock:
+
+* an **open** hour gets a provisional (live) record when something changed, at most
+  every ``live_every_ms``;
+* an hour **closes** when the host's watermark (newest sample end) passes hour end +
+  ``grace_ms``; or, for a host that went quiet (nothing received for ``max_wait_ms`` by
+  the clock), once the clock is ``max_wait_ms`` past the hour's end: a ``final`` record,
+  revision 0. (A replay of old data closes by watermark while it flows, and its last
+  hour when it stops.)
+* a **closed** hour whose numbers change (a late sample, intensity arriving or revised)
+  gets a ``revised`` record with the next revision;
+* closed hours older than ``retention_ms`` behind the watermark are forgotten, and a
+  sample that would fall into them is refused as ``too_late``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import partial
+
+from schemas.records import EmissionHour, GpuSample, LiveEmission
+from streams.matching.core import (
+    HOUR_MS,
+    Factors,
+    GpuState,
+    HourKey,
+    PriceSource,
+    apply_sample,
+    emission_record,
+    fingerprint,
+    intensity_version,
+)
+
+
+@dataclass(frozen=True)
+class Policy:
+    grace_ms: int = 5 * 60_000
+    max_wait_ms: int = 15 * 60_000
+    live_every_ms: int = 5_000
+    retention_ms: int = 72 * HOUR_MS
+    future_ms: int = 10 * 60_000
+    max_age_ms: int | None = None  # refuse samples older than this (None: any age)
+    absurd_factor: float = 2.0
+
+
+@dataclass
+class Emitted:
+    revision: int = -1  # of the last final/revised record; -1: none yet
+    fingerprint: tuple[object, ...] | None = None
+    closed: bool = False
+    live_at_ms: int = -(10**15)
+    dirty: bool = True  # samples arrived since the last record
+    version: tuple[str | None, ...] | None = None  # intensity that priced the last record
+
+
+@dataclass
+class HostState:
+    host: str
+    partition: int = -1  # samples partition that owns this host
+    last_seen_ms: int = 0  # clock time of the newest batch received
+    gpus: dict[str, GpuState] = field(default_factory=dict)
+    emitted: dict[tuple[str, HourKey], Emitted] = field(default_factory=dict)
+
+    @property
+    def watermark_ms(self) -> int:
+        return max((g.watermark_ms for g in self.gpus.values()), default=0)
+
+
+@dataclass
+class Output:
+    hourly: list[EmissionHour] = field(default_factory=list)
+    live: list[LiveEmission] = field(default_factory=list)
+
+
+def check_sample(sample: GpuSample, state: HostState, now_ms: int, policy: Policy) -> str | None:
+    """Why a sample must not be applied (a dead-letter reason), or None."""
+    start, end, energy = sample["start_ms"], sample["end_ms"], sample["energy_mj"]
+    if end <= start:
+        return f"empty_interval: end {end} is not after start {start}"
+    watts = energy / (end - start)
+    limit = sample["power_limit_w"]
+    age = now_ms - end
+    checks = (
+        (
+            energy < 0 or any(j["energy_mj"] < 0 for j in sample["jobs"]),
+            f"negative_energy: {energy} mJ",
+        ),
+        (
+            sum(j["energy_mj"] for j in sample["jobs"]) != energy,
+            "inconsistent_jobs: job shares do not sum to the sample's energy",
+        ),
+        (
+            not math.isfinite(watts) or (limit > 0 and watts > policy.absurd_factor * limit),
+            f"absurd_power: {watts:.0f} W against a {limit:.0f} W limit",
+        ),
+        (-age > policy.future_ms, f"future_timestamp: ends {-age / 60_000:.0f} min after now"),
+        (
+            policy.max_age_ms is not None and age > policy.max_age_ms,
+            f"too_old: ended {age / HOUR_MS:.1f} h ago",
+        ),
+        (
+            bool(state.gpus) and start < state.watermark_ms - policy.retention_ms,
+            "too_late: its hour was closed and forgotten (beyond retention)",
+        ),
+    )
+    return next((reason for failed, reason in checks if failed), None)
+
+
+def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
+    """Apply one checked sample; False when it was a duplicate (already applied)."""
+    gpu = state.gpus.get(sample["gpu_uuid"])
+    if gpu is None:
+        gpu = GpuState(state.host, site, zone, sample["gpu_model"])
+        state.gpus[sample["gpu_uuid"]] = gpu
+    before = set(gpu.hours)
+    hours = {t - t % HOUR_MS for t in (sample["start_ms"], sample["end_ms"] - 1)}
+    if not apply_sample(gpu, sample):
+        return False
+    for key in gpu.hours:
+        if key in before and key.hour_start_ms not in hours:
+            continue
+        state.emitted.setdefault((sample["gpu_uuid"], key), Emitted()).dirty = True
+    return True
+
+
+def tick(
+    state: HostState, book: PriceSource, factors: Factors, now_ms: int, policy: Policy
+) -> Output:
+    out = Output()
+    watermark = state.watermark_ms
+    quiet_host = now_ms - state.last_seen_ms >= policy.max_wait_ms
+    for uuid, gpu in state.gpus.items():
+        for key in list(gpu.hours):
+            emitted = state.emitted.setdefault((uuid, key), Emitted())
+            hour_end = key.hour_start_ms + HOUR_MS
+            version = intensity_version(book, gpu.zone, key.hour_start_ms)
+            changed = emitted.dirty or version != emitted.version
+
+            make = partial(emission_record, uuid, gpu, key, book, factors, now_ms=now_ms)
+            closing = watermark >= hour_end + policy.grace_ms
+            quiet = quiet_host and now_ms >= hour_end + policy.max_wait_ms
+            if not emitted.closed and (closing or quiet):
+                record = make(status="final", revision=0)
+                out.hourly.append(record)
+                emitted.closed, emitted.revision = True, 0
+                emitted.fingerprint = fingerprint(record)
+            elif not emitted.closed:
+                if not changed or now_ms - emitted.live_at_ms < policy.live_every_ms:
+                    continue
+                out.live.append(
+                    live(make(status="provisional", revision=0), gpu.hours[key].as_of_ms)
+                )
+                emitted.live_at_ms = now_ms
+            elif changed:
+                record = make(status="revised", revision=emitted.revision + 1)
+                if fingerprint(record) != emitted.fingerprint:
+                    out.hourly.append(record)
+                    emitted.revision += 1
+                    emitted.fingerprint = fingerprint(record)
+            emitted.dirty, emitted.version = False, version
+            if emitted.closed and hour_end < watermark - policy.retention_ms:
+                del gpu.hours[key]
+                del state.emitted[(uuid, key)]
+    return out
+
+
+def live(record: EmissionHour, as_of_ms: int) -> LiveEmission:
+    average, marginal = record["average"], record["marginal"]
+    return {
+        "record_id": record["record_id"],
+        "hour_start_ms": record["hour_start_ms"],
+        "host": record["host"],
+        "site": record["site"],
+        "zone": record["zone"],
+        "gpu_uuid": record["gpu_uuid"],
+        "job_id": record["job_id"],
+        "tenant": record["tenant"],
+        "energy_mj": record["energy_mj"],
+        "emissions_average_g": average["emissions_g"] if average else None,
+        "emissions_marginal_g": marginal["emissions_g"] if marginal else None,
+        "coverage": record["coverage"],
+        "as_of_ms": as_of_ms,
+        "computed_at_ms": record["computed_at_ms"],
+    }
+
+
+def sample_json(sample: GpuSample) -> bytes:
+    """The rejected sample itself, for a dead letter's value."""
+    return json.dumps(sample, sort_keys=True).encode()

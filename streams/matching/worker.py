@@ -1,0 +1,282 @@
+"""The matching processors on faust: samples and intensity in, hourly emissions out.
+
+* ``prices`` consumes ``grid.intensity`` and keeps the winning price of every 5-minute
+  bin in a GlobalTable, which every worker sees (``recovery_buffer_size=1``, per
+  faust-streaming#283).
+* ``match`` consumes ``gpu.samples`` in batches (``take_events``) and keeps one state
+  value per host: its GPUs' energy bins, the sequence numbers applied and what was
+  emitted. The value is written once per host per batch. The same value holds the
+  sequences, so a replay after a crash changes nothing.
+* A timer runs the hour lifecycle (``lifecycle.tick``) for the hosts of this worker's
+  partitions. It closes quiet hosts' hours on the clock, which faust's window callbacks
+  do not do. It writes records first and state after, so a crash repeats a record (same
+  record_id and revision, deduplicated downstream) and never loses one.
+
+The host table uses the Kafka partitioner for its changelog (``use_partitioner``). The
+GPU agent produces with ``murmur2_random``, Java's and aiokafka's partitioner, so a
+host's state lives on the partition of its samples.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from schemas.codec import make_codec
+from schemas.errors import CodecError
+from schemas.records import DeadLetter, GpuSampleBatch, GridIntensityEvent
+from schemas.topics import spec
+from streams.matching.core import BINS, BookKey, Factors, Price, UnalignedPeriodError, merge_event
+from streams.matching.lifecycle import HostState, Policy, check_sample, ingest, sample_json, tick
+from streams.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+HOSTS_TABLE = "matching-hosts"
+PRICES_TABLE = "matching-prices"
+
+
+STATE_CODEC = "llcr-state"
+
+
+def register_state_codec() -> None:
+    """Pickle for the worker's own table state (its changelogs are written only by workers).
+
+    faust's ``pickle`` codec warns on every use because a topic anyone can write is unsafe
+    to unpickle; these changelog topics must be writable by the workers alone (ACLs).
+    """
+    import pickle
+
+    from faust.serializers import codecs
+
+    class StateCodec(codecs.Codec):
+        def _dumps(self, obj: Any) -> bytes:
+            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def _loads(self, data: bytes) -> Any:
+            return pickle.loads(data)
+
+    codecs.register(STATE_CODEC, StateCodec())
+
+
+def book_key(key: BookKey) -> bytes:
+    zone, signal, variant, hour = key
+    return f"{zone}|{signal}|{variant}|{hour}".encode()
+
+
+class TableBook:
+    """The GlobalTable of prices behind the ``PriceSource`` seam."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: BookKey) -> list[Price | None] | None:
+        value: list[Price | None] | None = self._table.get(book_key(key))
+        return value
+
+    def bins(self, zone: str, signal: str, variant: str, hour: int) -> list[Price | None]:
+        return self.get((zone, signal, variant, hour)) or [None] * BINS
+
+
+@dataclass
+class MatchingStats:
+    batches: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+    live: int = 0
+
+
+def factors_of(settings: WorkerSettings) -> Factors:
+    return Factors(
+        pue=settings.pue,
+        wue_l_per_kwh=settings.wue_l_per_kwh,
+        embodied_g_per_gpu_hour=settings.embodied_g_per_gpu_hour,
+        default_pue=settings.default_pue,
+        default_wue_l_per_kwh=settings.default_wue_l_per_kwh,
+        average_variant=settings.average_variant,
+    )
+
+
+def policy_of(settings: WorkerSettings) -> Policy:
+    hour_ms = 3_600_000
+    max_age = settings.max_sample_age_h
+    return Policy(
+        grace_ms=int(settings.grace_s * 1000),
+        max_wait_ms=int(settings.max_wait_s * 1000),
+        live_every_ms=int(settings.live_every_s * 1000),
+        retention_ms=int(settings.retention_h * hour_ms),
+        max_age_ms=None if max_age is None else int(max_age * hour_ms),
+    )
+
+
+class Matching:
+    """The agents, tables and timer of one worker, registered on a faust app."""
+
+    def __init__(
+        self, app: Any, settings: WorkerSettings, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.clock = clock
+        self.codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
+        self.stats = MatchingStats()
+        self.factors = factors_of(settings)
+        self.policy = policy_of(settings)
+        self.zones = set(settings.zones)
+        names = settings.kafka.topics
+        raw = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
+        self.samples_topic = app.topic(names.name("samples"), **raw)
+        self.intensity_topic = app.topic(names.name("intensity"), **raw)
+        self.hourly_topic = app.topic(names.name("emissions_hourly"), **raw)
+        self.live_topic = app.topic(names.name("emissions_live"), **raw)
+        self.dead_topic = app.topic(names.name("dead_letters"), **raw)
+        register_state_codec()
+        self.hosts = app.Table(
+            HOSTS_TABLE,
+            default=None,
+            key_type=bytes,
+            partitions=spec("samples").partitions,
+            use_partitioner=True,
+        )
+        self.prices = app.GlobalTable(
+            PRICES_TABLE,
+            default=None,
+            key_type=bytes,
+            partitions=spec("intensity").partitions,
+            recovery_buffer_size=1,
+            use_partitioner=True,  # written from batches (take_events): no current event
+        )
+        for table in (self.hosts, self.prices):
+            # faust derives serializers from key_type/value_type (json by default) and made
+            # the changelog topic with them when the table registered: make it again.
+            table.key_serializer, table.value_serializer = "raw", STATE_CODEC
+            table.changelog_topic = table._new_changelog_topic()
+        self.book = TableBook(self.prices)
+        app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
+        app.agent(self.samples_topic, name="matching-samples")(self.match)
+        app.timer(interval=settings.tick_s)(self.lifecycle)
+
+    async def dead(self, reason: str, value: bytes, event: Any, suffix: str = "") -> None:
+        """Send one rejected input to the dead-letter topic, with its reason and bytes."""
+        message = event.message
+        code = reason.split(":", 1)[0]
+        self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
+        where = f"{message.topic}:{message.partition}:{message.offset}"
+        logger.warning("dead letter [%s] from %s: %s", code, where, reason)
+        letter: DeadLetter = {
+            "dead_letter_id": where + suffix,
+            "component": "worker.matching",
+            "source_topic": message.topic,
+            "source_partition": message.partition,
+            "source_offset": message.offset,
+            "reason_code": code,
+            "reason": reason,
+            "key": event.key,
+            "value": value,
+            "failed_at_ms": int(self.clock() * 1000),
+        }
+        encoded = self.codec.encode("dead_letter", letter)
+        await self.dead_topic.send(key=b"worker.matching", value=encoded)
+
+    async def take_prices(self, stream: Any) -> None:
+        async for events in stream.take_events(1000, within=0.2):
+            for event in events:
+                try:
+                    record = cast(
+                        GridIntensityEvent, self.codec.decode("grid_intensity", event.value)
+                    )
+                except CodecError as exc:
+                    await self.dead(f"{exc.reason}: {exc}", event.value, event)
+                    continue
+                if self.zones and record["zone"] not in self.zones:
+                    await self.dead(f"unknown_zone: {record['zone']}", event.value, event)
+                    continue
+                try:
+                    changed = merge_event(self.book.get, record)
+                except UnalignedPeriodError as exc:
+                    await self.dead(f"unaligned_period: {exc}", event.value, event)
+                    continue
+                for key, bins in changed.items():
+                    self.prices[book_key(key)] = bins
+
+    async def match(self, stream: Any) -> None:
+        settings = self.settings
+        async for events in stream.take_events(
+            settings.batch_max_messages, within=settings.batch_within_s
+        ):
+            touched: dict[bytes, HostState] = {}
+            now_ms = int(self.clock() * 1000)
+            for event in events:
+                await self._take_batch(event, touched, now_ms)
+            for host_key, state in touched.items():
+                self.hosts[host_key] = state  # one write per host per batch
+
+    async def _take_batch(self, event: Any, touched: dict[bytes, HostState], now_ms: int) -> None:
+        try:
+            batch = cast(GpuSampleBatch, self.codec.decode("gpu_sample_batch", event.value))
+        except CodecError as exc:
+            await self.dead(f"{exc.reason}: {exc}", event.value, event)
+            return
+        if self.zones and batch["zone"] not in self.zones:
+            await self.dead(f"unknown_zone: {batch['zone']}", event.value, event)
+            return
+        host_key = batch["host"].encode()
+        state = touched.get(host_key) or self.hosts.get(host_key) or HostState(batch["host"])
+        state.partition = event.message.partition
+        state.last_seen_ms = now_ms
+        touched[host_key] = state
+        self.stats.batches += 1
+        for sample in batch["samples"]:
+            reason = check_sample(sample, state, now_ms, self.policy)
+            if reason is not None:
+                suffix = f":{sample['gpu_uuid']}:{sample['seq']}"
+                await self.dead(reason, sample_json(sample), event, suffix)
+            elif ingest(state, batch["zone"], batch["site"], sample):
+                self.stats.samples += 1
+            else:
+                self.stats.duplicates += 1
+
+    async def lifecycle(self) -> None:
+        """Close, revise and report the hours of this worker's hosts (the timer)."""
+        now_ms = int(self.clock() * 1000)
+        topic = self.samples_topic.get_topic_name()
+        actives = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
+        for host_key in list(self.hosts.keys()):
+            state: HostState | None = self.hosts.get(host_key)
+            if state is None or (topic, state.partition) not in actives:
+                continue  # a standby copy: the owning worker handles it
+            out = tick(state, self.book, self.factors, now_ms, self.policy)
+            pending = [
+                await self.hourly_topic.send(
+                    key=r["record_id"].encode(), value=self.codec.encode("emissions_hourly", r)
+                )
+                for r in out.hourly
+            ]
+            pending += [
+                await self.live_topic.send(
+                    key=r["record_id"].encode(), value=self.codec.encode("emissions_live", r)
+                )
+                for r in out.live
+            ]
+            if pending:
+                await asyncio.gather(*pending)  # delivered before the state says so
+                self.stats.records += len(out.hourly)
+                self.stats.live += len(out.live)
+                self.hosts[host_key] = state
+
+
+def register(
+    app: Any, settings: WorkerSettings, clock: Callable[[], float] = time.time
+) -> Matching:
+    """Add the matching agents, tables and timer to ``app``."""
+    return Matching(app, settings, clock)
