@@ -1,0 +1,106 @@
+"""The hour lifecycle on an injected clock: provisional, final, revised, quiet hosts."""
+
+from __future__ import annotations
+
+from streams.matching.core import HOUR_MS, Factors, IntensityBook
+from streams.matching.lifecycle import HostState, Policy, check_sample, ingest, tick
+from tests.unit.test_matching_core import T0, event, sample
+
+POLICY = Policy(grace_ms=60_000, max_wait_ms=600_000, live_every_ms=5_000, retention_ms=2 * HOUR_MS)
+
+
+def host_with(*samples: object, seen_at: int = 0) -> HostState:
+    state = HostState("h1", partition=0, last_seen_ms=seen_at)
+    for s in samples:
+        assert ingest(state, "DE", "fra", s)  # type: ignore[arg-type]
+    return state
+
+
+def test_open_hours_report_provisional_records_at_most_every_few_seconds() -> None:
+    state = host_with(sample("g", 0, T0, T0 + 60_000, [("j", 1000)]), seen_at=T0)
+    book = IntensityBook()
+    first = tick(state, book, Factors(), T0 + 61_000, POLICY)
+    assert [r["energy_mj"] for r in first.live] == [1000] and first.hourly == []
+    ingest(state, "DE", "fra", sample("g", 1, T0 + 60_000, T0 + 120_000, [("j", 500)]))
+    assert tick(state, book, Factors(), T0 + 62_000, POLICY).live == []  # throttled
+    later = tick(state, book, Factors(), T0 + 67_000, POLICY)
+    assert [r["energy_mj"] for r in later.live] == [1500]
+    assert tick(state, book, Factors(), T0 + 80_000, POLICY).live == []  # nothing new
+
+
+def test_an_hour_closes_when_the_watermark_passes_its_end_plus_grace() -> None:
+    state = host_with(
+        sample("g", 0, T0 + HOUR_MS - 1000, T0 + HOUR_MS + 30_000, [("j", 3100)]), seen_at=T0
+    )
+    book = IntensityBook()
+    assert tick(state, book, Factors(), T0 + HOUR_MS, POLICY).hourly == []  # within grace
+    ingest(
+        state,
+        "DE",
+        "fra",
+        sample("g", 1, T0 + HOUR_MS + 30_000, T0 + HOUR_MS + 61_000, [("j", 10)]),
+    )
+    out = tick(state, book, Factors(), T0 + HOUR_MS, POLICY)
+    assert [(r["hour_start_ms"], r["status"], r["revision"]) for r in out.hourly] == [
+        (T0, "final", 0)
+    ]
+
+
+def test_a_quiet_hosts_hour_closes_on_the_clock() -> None:
+    state = host_with(
+        sample("g", 0, T0 + 600_000, T0 + 660_000, [("j", 1000)]), seen_at=T0 + 661_000
+    )
+    book = IntensityBook()
+    # event time never passes the hour's end: only the clock can close it
+    assert tick(state, book, Factors(), T0 + HOUR_MS + 599_000, POLICY).hourly == []
+    out = tick(state, book, Factors(), T0 + HOUR_MS + 600_000, POLICY)
+    assert [r["status"] for r in out.hourly] == ["final"]
+    assert out.hourly[0]["coverage"] == 60_000 / HOUR_MS
+
+
+def test_late_intensity_and_late_samples_revise_a_closed_hour() -> None:
+    state = host_with(sample("g", 0, T0, T0 + 600_000, [("j", 3_600_000)]), seen_at=T0)
+    book = IntensityBook()
+    now = T0 + 2 * HOUR_MS
+    (final,) = tick(state, book, Factors(), now, POLICY).hourly
+    assert final["average"] is None
+    book.apply(event(0, T0, 60, 200.0))
+    (revised,) = tick(state, book, Factors(), now + 1000, POLICY).hourly
+    assert (revised["status"], revised["revision"]) == ("revised", 1)
+    assert revised["average"] is not None and revised["average"]["emissions_g"] == 0.2
+    assert tick(state, book, Factors(), now + 2000, POLICY).hourly == []  # nothing changed
+    ingest(state, "DE", "fra", sample("g", 1, T0 + 600_000, T0 + 1_200_000, [("j", 3_600_000)]))
+    (again,) = tick(state, book, Factors(), now + 3000, POLICY).hourly
+    assert (again["revision"], again["energy_mj"]) == (2, 7_200_000)
+    assert again["record_id"] == final["record_id"] == revised["record_id"]
+
+
+def test_old_closed_hours_are_forgotten_and_samples_for_them_refused() -> None:
+    state = host_with(sample("g", 0, T0, T0 + 60_000, [("j", 10)]), seen_at=T0)
+    ingest(
+        state, "DE", "fra", sample("g", 1, T0 + 4 * HOUR_MS, T0 + 4 * HOUR_MS + 60_000, [("j", 10)])
+    )
+    tick(state, IntensityBook(), Factors(), T0 + 4 * HOUR_MS, POLICY)
+    assert {k.hour_start_ms for k in state.gpus["g"].hours} == {T0 + 4 * HOUR_MS}
+    late = sample("g", 2, T0 + 1000, T0 + 2000, [("j", 10)])
+    assert (check_sample(late, state, T0 + 4 * HOUR_MS, POLICY) or "").startswith("too_late")
+
+
+def test_absurd_samples_are_refused_with_a_reason() -> None:
+    state = HostState("h1")
+    now = T0 + HOUR_MS
+    cases = {
+        "empty_interval": sample("g", 0, T0, T0, [("j", 1)]),
+        "negative_energy": sample("g", 0, T0, T0 + 1000, [("j", -5)]),
+        "absurd_power": sample("g", 0, T0, T0 + 1000, [("j", 1_500_000)]),  # 1.5 kW on 700 W
+        "future_timestamp": sample("g", 0, now + HOUR_MS, now + HOUR_MS + 1000, [("j", 1)]),
+    }
+    for code, bad in cases.items():
+        assert (check_sample(bad, state, now, POLICY) or "").startswith(code)
+    odd = sample("g", 0, T0, T0 + 1000, [("j", 5)])
+    odd["energy_mj"] = 6
+    assert (check_sample(odd, state, now, POLICY) or "").startswith("inconsistent_jobs")
+    old = Policy(max_age_ms=HOUR_MS // 2)
+    assert (
+        check_sample(sample("g", 0, T0, T0 + 1000, [("j", 1)]), state, now, old) or ""
+    ).startswith("too_old")
