@@ -1,0 +1,183 @@
+"""Benchmark: the matching worker end to end, next to a raw consume + decode of the same topic.
+
+Pre-loads the samples topic (hosts x 8 GPUs, ``--ticks-per-message`` sample ticks per host
+message, so 8 x that many samples per message) and a day of real DE intensity, then
+1. raw: confluent-kafka assign + consume + fastavro decode of every message;
+2. worker: one `llcr worker` process; throughput = samples / (last final record's
+   computed_at - first live record's computed_at), i.e. from its first output to its last.
+
+    python bench/matching.py [--hosts 64] [--ticks 2048] [--ticks-per-message 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from agents.gpu.agent import GpuAgent, HostIdentity
+from agents.gpu.model import JobLabels
+from agents.gpu.sources import SimSource
+from agents.grid.run import import_files
+from agents.settings import GridFeederSettings
+from schemas.admin import create_topics
+from schemas.codec import Codec
+from schemas.settings import KafkaSettings
+from schemas.topics import spec
+from streams.embedded.broker import Broker
+
+T0 = 1_672_531_200_000
+ROOT = Path(__file__).parent.parent
+
+
+def preload(kafka: KafkaSettings, hosts: int, ticks: int, per_message: int) -> tuple[int, int]:
+    codec = Codec()
+    producer = Producer(
+        {
+            **kafka.librdkafka(),
+            "partitioner": "murmur2_random",
+            "linger.ms": "50",
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": "200000",
+        }
+    )
+    topic = kafka.topics.name("samples")
+    messages = samples = 0
+    for h in range(hosts):
+        host = f"bench-{h}"
+        agent = GpuAgent(
+            HostIdentity(host, host, "fra-1", "DE", "sim"),
+            SimSource(8, seed=h, host=host),
+            lambda pid: JobLabels(f"job-{pid % 4}", "acme"),
+        )
+        for tick in range(ticks + 1):
+            agent.sample(T0 + tick * 1000)
+            if tick and tick % per_message == 0:
+                batch = agent.take_batch(0)
+                assert batch is not None
+                producer.produce(topic, codec.encode("gpu_sample_batch", batch), host.encode())
+                producer.poll(0)
+                messages += 1
+                samples += len(batch["samples"])
+    assert producer.flush(120) == 0
+    return messages, samples
+
+
+def raw_consume(kafka: KafkaSettings, messages: int) -> float:
+    codec = Codec()
+    consumer = Consumer({**kafka.librdkafka(), "group.id": "raw", "enable.auto.commit": "false"})
+    topic = kafka.topics.name("samples")
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(spec("samples").partitions)])
+    seen = samples = 0
+    started = None
+    while seen < messages:
+        for message in consumer.consume(1000, 1.0):
+            if message.error() is None:
+                started = started or time.perf_counter()
+                samples += len(codec.decode("gpu_sample_batch", message.value())["samples"])
+                seen += 1
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return samples / elapsed
+
+
+def worker_run(
+    kafka: KafkaSettings, tmp: Path, samples: int, last_end_ms: int, host_count: int
+) -> tuple[float, float]:
+    """Samples/s from the worker's first output to the output that covers every host's
+    last sample (live records carry ``as_of_ms``, the end of the newest sample included)."""
+    env = {
+        **os.environ,
+        "LLCR_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "LLCR_APP_ID": "bench-worker",
+        "LLCR_DATA_DIR": str(tmp / "w"),
+        "LLCR_GRACE_S": "0",
+        "LLCR_MAX_WAIT_S": "3600",
+        "LLCR_TICK_S": "0.5",
+        "LLCR_LIVE_EVERY_S": "0.5",
+        "LLCR_SESSION_TIMEOUT_S": "2",
+        "LLCR_HEARTBEAT_INTERVAL_S": "0.5",
+        "LLCR_REBALANCE_TIMEOUT_S": "2",
+        "LLCR_BATCH_MAX_MESSAGES": "4000",
+    }
+    code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
+    log = (tmp / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "worker", "--loglevel", "warning"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    codec = Codec()
+    consumer = Consumer({**kafka.librdkafka(), "group.id": "bench-out"})
+    topic = kafka.topics.name("emissions_live")
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(8)])
+    first: int | None = None
+    done: dict[str, int] = {}  # host -> when its last sample was first reported
+    deadline = time.monotonic() + 900
+    try:
+        while time.monotonic() < deadline and len(done) < host_count:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            record = codec.decode("emissions_live", message.value())
+            first = min(first or record["computed_at_ms"], record["computed_at_ms"])
+            if record["as_of_ms"] >= last_end_ms and record["host"] not in done:
+                done[record["host"]] = record["computed_at_ms"]
+    finally:
+        consumer.close()
+        process.terminate()
+        process.wait(30)
+        log.close()
+    elapsed = (max(done.values()) - (first or 0)) / 1000 if done else float("nan")
+    return samples / elapsed, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hosts", type=int, default=64)
+    parser.add_argument("--ticks", type=int, default=2048)
+    parser.add_argument("--ticks-per-message", type=int, default=16)
+    args = parser.parse_args()
+    with Broker() as broker, tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix="bench.")
+        create_topics(kafka.librdkafka(), "bench.")
+        lines = (
+            (ROOT / "agents/data/grid/DE_2023_hourly.csv").read_text(encoding="utf-8").splitlines()
+        )
+        hours = args.ticks // 3600 + 2
+        (tmp / "de.csv").write_text("\n".join(lines[: hours + 1]) + "\n", encoding="utf-8")
+        import_files(
+            GridFeederSettings(kafka=kafka, state_dir=tmp / "grid"),
+            [tmp / "de.csv"],
+            speed=0,
+            stop=threading.Event(),
+        )
+        started = time.perf_counter()
+        messages, samples = preload(kafka, args.hosts, args.ticks, args.ticks_per_message)
+        print(
+            f"preloaded {messages} messages, {samples} samples "
+            f"({samples / messages:.0f} per message) in {time.perf_counter() - started:.1f}s"
+        )
+        raw = raw_consume(kafka, messages)
+        per_message = samples / messages
+        print(f"raw consume + decode:  {raw:,.0f} samples/s  ({raw / per_message:,.0f} msg/s)")
+        last_end = T0 + args.ticks // args.ticks_per_message * args.ticks_per_message * 1000
+        rate, elapsed = worker_run(kafka, tmp, samples, last_end, args.hosts)
+        print(
+            f"worker end to end:     {rate:,.0f} samples/s  ({rate / per_message:,.0f} msg/s)"
+            f" over {elapsed:.1f}s; {100 * rate / raw:.1f} % of raw"
+        )
+
+
+if __name__ == "__main__":
+    main()
