@@ -257,3 +257,19 @@ def test_sigkill_of_a_busy_worker_changes_no_final_number(
     with worker(kafka, tmp_path, name="second"):
         records = latest(kafka, topics, keys)
     assert_equal_to_reference(records, batches, events)
+
+
+def test_two_workers_in_one_group_across_a_rebalance_agree_with_the_reference(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    events = intensity(kafka, tmp_path, hours=14)
+    batches = trace(hosts=6, gpus=2, hours=12, step_s=30, per_batch=20)
+    keys = len(reference(samples_of(batches), events))
+    with worker(kafka, tmp_path, name="a", LLCR_DATA_DIR=str(tmp_path / "a")):
+        time.sleep(3)  # the first worker owns every partition; the second joins: a rebalance
+        with worker(kafka, tmp_path, name="b", LLCR_DATA_DIR=str(tmp_path / "b")):
+            time.sleep(4)
+            produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in batches])
+            records = latest(kafka, topics, keys)
+    assert_equal_to_reference(records, batches, events)
+    assert len({r["host"] for r in records.values()}) == 6
