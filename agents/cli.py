@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -49,7 +50,16 @@ def show_config(ctx: click.Context, deployable: str) -> None:
     help="Trace CSV for --source replay (llcr or nvidia-smi format; docs/replay-format.md).",
 )
 @click.option(
-    "--speed", type=float, default=None, help="Replay speed (trace s per wall s; 0 = at once)."
+    "--speed",
+    type=float,
+    default=None,
+    help="Replay speed (trace s per wall s; 0 = at once); with --start, the sim clock's speed.",
+)
+@click.option(
+    "--start",
+    default=None,
+    help="Sim source only: run on a simulated clock from this UTC time (ISO-8601), --speed "
+    "times faster than real time (what `llcr up` does to line up with replayed grid data).",
 )
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
 @click.option("--gpus", type=int, default=8, show_default=True, help="GPUs of the sim source.")
@@ -65,6 +75,7 @@ def gpu(
     source: str | None,
     trace: Path | None,
     speed: float | None,
+    start: str | None,
     bootstrap: str | None,
     gpus: int,
     seed: int,
@@ -86,6 +97,10 @@ def gpu(
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         settings = settings.model_copy(update={"kafka": kafka})
     setup = make_source(settings, gpus, seed)
+    if start is not None:
+        if setup.kind != "sim":
+            raise click.UsageError("--start runs the sim source on a simulated clock only")
+        setup.clock = simulated_clock(start, speed or 1.0)
     agent_ = build_agent(settings, setup)
     if once:
         agent_.sample(int(setup.clock() * 1000))
@@ -128,6 +143,16 @@ def trace_command(out: Path, duration: float, interval: float) -> None:
     finally:
         source.close()
     click.echo(f"wrote {rows} rows for {len(source.devices())} GPU(s) to {out}", err=True)
+
+
+def simulated_clock(start: str, speed: float) -> Callable[[], float]:
+    """Epoch seconds of a clock that starts at ``start`` (ISO-8601, naive = UTC) and runs
+    ``speed`` times faster than the wall clock."""
+    from agents.grid.files import parse_time_ms
+
+    origin_s = parse_time_ms(start) / 1000
+    wall0 = time.monotonic()
+    return lambda: origin_s + (time.monotonic() - wall0) * speed
 
 
 def bundled_grid_files() -> list[Path]:

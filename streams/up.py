@@ -1,19 +1,34 @@
 """`llcr up`: the whole pipeline on one machine, on its embedded default.
 
-Starts a Tansu broker and chDB, creates every topic and table, then keeps them running
-until Ctrl-C or --duration. Processes of later stages (agents, workers, sink, actions)
-are started from here as they land, each as its own process, exactly as in production.
-The chDB directory stays behind for `llcr query` and `llcr report`.
+Starts a Tansu broker and chDB, creates every topic and table, then runs, each as its own
+process exactly as in production:
+
+* the grid feeder, replaying the shipped 2023 Electricity Maps files (or ``--grid-file``)
+  at ``--speed`` simulated seconds per second, with their original timestamps;
+* one sim GPU agent per host (``--hosts``, spread over ``--zones``), on a simulated clock
+  that starts where the grid data starts and runs at the same speed;
+* the matching worker.
+
+It prints every final (and revised) hour as it is emitted, until Ctrl-C or --duration.
+The removal actions and the ClickHouse sink join as they land. The chDB directory stays
+behind for `llcr query` and `llcr report`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 import click
 
@@ -25,6 +40,10 @@ from streams.store.client import connect
 from streams.store.migrations import apply_migrations
 
 logger = logging.getLogger(__name__)
+
+
+SIM_START = "2023-01-01T00:00:00Z"  # where the shipped grid data starts
+DEFAULT_ZONES = ("DE", "FR", "GB")
 
 
 @click.command()
@@ -44,29 +63,201 @@ logger = logging.getLogger(__name__)
 @click.option(
     "--port", type=int, default=None, help="Broker port on 127.0.0.1 (default: a free one)."
 )
-def up(data_dir: Path, duration: float | None, port: int | None) -> None:
+@click.option(
+    "--speed",
+    type=float,
+    default=360.0,
+    show_default=True,
+    help="Simulated seconds per second (360: an hour every 10 s).",
+)
+@click.option("--hosts", type=int, default=3, show_default=True, help="Sim GPU hosts.")
+@click.option("--gpus", type=int, default=4, show_default=True, help="GPUs per sim host.")
+@click.option(
+    "--zones",
+    default=",".join(DEFAULT_ZONES),
+    show_default=True,
+    help="Grid zones the hosts are spread over (shipped files: DE, FR, GB, US-CAL-CISO).",
+)
+@click.option(
+    "--grid-file",
+    "grid_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Intensity files to replay instead of the shipped ones (repeatable).",
+)
+@click.option("--start", default=SIM_START, show_default=True, help="Simulated start time.")
+def up(
+    *,
+    data_dir: Path,
+    duration: float | None,
+    port: int | None,
+    speed: float,
+    hosts: int,
+    gpus: int,
+    zones: str,
+    grid_files: tuple[Path, ...],
+    start: str,
+) -> None:
     """Run the whole pipeline on this machine (embedded broker + chDB)."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "logs").mkdir(exist_ok=True)
     stop = threading.Event()
     _on_signals(stop)
     started = time.monotonic()
-    with Broker(port=port, log_path=data_dir / "broker.log") as broker:
+    zone_list = [z.strip() for z in zones.split(",") if z.strip()]
+    with Broker(port=port, log_path=data_dir / "broker.log") as broker, ExitStack() as stack:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         results = create_topics(kafka.librdkafka(), kafka.topic_prefix)
         clickhouse = ClickHouseSettings(dsn=f"chdb:{data_dir / 'chdb'}")
         client = connect(clickhouse)
         try:
             applied = apply_migrations(client, clickhouse.database)
-            click.echo(f"broker    {broker.bootstrap} (Tansu, in memory)")
-            click.echo(f"topics    {len(results)} ready ({kafka.topic_prefix}*)")
-            click.echo(
-                f"chdb      {(data_dir / 'chdb').resolve()} ({len(applied)} migration(s) applied)"
-            )
-            click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
-            stop.wait(duration)
         finally:
-            client.close()
+            client.close()  # the sink will own chDB when it lands
+        click.echo(f"broker    {broker.bootstrap} (Tansu, in memory)")
+        click.echo(f"topics    {len(results)} ready ({kafka.topic_prefix}*)")
+        click.echo(
+            f"chdb      {(data_dir / 'chdb').resolve()} ({len(applied)} migration(s) applied)"
+        )
+        env = {
+            **os.environ,
+            "LLCR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        }
+        files = [str(f) for f in grid_files] or [
+            str(f) for f in _shipped_grid_files() if f.name.split("_")[0] in zone_list
+        ]
+        spawn = _Spawner(stack, data_dir / "logs", env)
+        spawn(
+            "worker",
+            ["worker", "--loglevel", "warning"],
+            LLCR_DATA_DIR=str(data_dir / "worker"),
+            LLCR_ZONES="[" + ",".join(f'"{z}"' for z in zone_list) + "]",
+            LLCR_GRACE_S=str(max(5.0, speed)),
+            LLCR_MAX_WAIT_S="30",
+        )
+        spawn(
+            "grid",
+            [
+                "agent",
+                "grid",
+                "--speed",
+                str(speed),
+                *[arg for f in files for arg in ("--from-csv", f)],
+            ],
+            LLCR_STATE_DIR=str(data_dir / "grid"),
+        )
+        for i in range(hosts):
+            zone = zone_list[i % len(zone_list)]
+            host = f"sim-{zone.lower()}-{i}"
+            spawn(
+                f"agent-{host}",
+                [
+                    "agent",
+                    "gpu",
+                    "--source",
+                    "sim",
+                    "--gpus",
+                    str(gpus),
+                    "--seed",
+                    str(i),
+                    "--start",
+                    start,
+                    "--speed",
+                    str(speed),
+                ],
+                LLCR_HOST=host,
+                LLCR_ZONE=zone,
+                LLCR_SITE=f"{zone.lower()}-site",
+                LLCR_SPOOL_DIR=str(data_dir / "agents" / host),
+                LLCR_SAMPLE_INTERVAL_S=str(max(0.02, 10.0 / speed)),
+            )
+        click.echo(
+            f"running   worker, grid feeder ({len(files)} file(s)), {hosts} sim host(s) "
+            f"x {gpus} GPUs at {speed:g}x from {start}; logs in {data_dir / 'logs'}"
+        )
+        click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
+        watcher = threading.Thread(target=_show_hours, args=(kafka, stop), daemon=True)
+        watcher.start()
+        stop.wait(duration)
+        stop.set()
+        watcher.join(5)
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
+
+
+class _Spawner:
+    """Starts `llcr` subcommands as child processes; stops them when the stack closes."""
+
+    def __init__(self, stack: ExitStack, logs: Path, env: dict[str, str]) -> None:
+        self._stack = stack
+        self._logs = logs
+        self._env = env
+
+    def __call__(self, name: str, argv: list[str], **env: str) -> None:
+        self._stack.enter_context(
+            _child(name, argv, self._logs / f"{name}.log", {**self._env, **env})
+        )
+
+
+@contextmanager
+def _child(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> Iterator[None]:
+    code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
+    log: IO[bytes] = log_path.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        yield
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in 15 s; killing it", name)
+                process.kill()
+                process.wait(5)
+        log.close()
+
+
+def _shipped_grid_files() -> list[Path]:
+    from importlib import resources
+
+    folder = resources.files("agents") / "data" / "grid"
+    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".csv"))
+    return [Path(str(folder / name)) for name in names]
+
+
+def _show_hours(kafka: KafkaSettings, stop: threading.Event) -> None:
+    """Print each final or revised hour as the worker emits it (the live view)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas.codec import make_codec
+    from schemas.topics import spec
+
+    codec = make_codec(kafka.framing, kafka.registry_ids)
+    consumer = Consumer({**kafka.librdkafka(), "group.id": "llcr-up-view"})
+    topic = kafka.topics.name("emissions_hourly")
+    consumer.assign(
+        [TopicPartition(topic, p, 0) for p in range(spec("emissions_hourly").partitions)]
+    )
+    try:
+        while not stop.is_set():
+            message = consumer.poll(0.5)
+            value = message.value() if message is not None and not message.error() else None
+            if value is None:
+                continue
+            r = codec.decode("emissions_hourly", value)
+            hour = datetime.fromtimestamp(r["hour_start_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:00")
+            average = r["average"]
+            grams = f"{average['emissions_g']:9.1f} gCO2e" if average else "  (no intensity yet)"
+            click.echo(
+                f"{r['status']:<8} {hour}  {r['host']:<12} {r['zone']:<5} "
+                f"{r['gpu_uuid'][-8:]:<8} {r['job_id'][:12]:<12} {r['energy_kwh']:7.3f} kWh {grams}"
+                f"  rev {r['revision']}"
+            )
+    finally:
+        consumer.close()
 
 
 def _on_signals(stop: threading.Event) -> None:

@@ -48,7 +48,8 @@ def make_source(settings: GpuAgentSettings, gpus: int, seed: int) -> SourceSetup
             settings.replay_file, settings.replay_speed, settings.replay_utc_offset_min
         )
         return SourceSetup(replay, "replay", replay.clock, replay.labels_of)
-    return SourceSetup(SimSource(gpus=gpus, seed=seed, host=settings.host), "sim")
+    sim = SimSource(gpus=gpus, seed=seed, host=settings.host)
+    return SourceSetup(sim, "sim", labels_of=sim.labels_of)
 
 
 def build_agent(settings: GpuAgentSettings, setup: SourceSetup) -> GpuAgent:

@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, Protocol
 
-from agents.gpu.model import DeviceInfo, MigSlice, ProcessUse, Reading
+from agents.gpu.model import DeviceInfo, JobLabels, MigSlice, ProcessUse, Reading
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ SimModel = Literal["A40", "V100"]
 _SIM_LIMITS_W = {"A40": 300.0, "V100": 300.0}
 _SIM_IDLE_W = {"A40": 30.0, "V100": 40.0}
 Phase = Literal["training", "inference", "idle"]
+SIM_PID_BASE = 10_000
 
 
 @cache
@@ -69,6 +70,7 @@ class SimSource:
         self, gpus: int = 8, model: SimModel = "A40", seed: int = 0, host: str = "sim"
     ) -> None:
         self._rng = random.Random(seed)
+        self._host = host
         self._levels = training_power_levels(model)
         self._model = model
         self._gpus = [
@@ -91,6 +93,13 @@ class SimSource:
     def exhausted(self) -> bool:
         return False
 
+    def labels_of(self, pid: int) -> JobLabels:
+        """Job labels of the simulated processes: one job per GPU, three tenants."""
+        index = pid - SIM_PID_BASE
+        tenant = ("acme", "globex", "initech")[index % 3]
+        model = ("llama-3.1-8b", "mistral-7b", "qwen2.5-14b")[index % 3]
+        return JobLabels(f"{self._host}-job-{index}", tenant, model)
+
     def counters(self) -> dict[str, int]:
         """The simulated driver counters (mJ): what a test compares published energy with."""
         return {gpu.info.uuid: gpu.counter_mj for gpu in self._gpus}
@@ -112,7 +121,7 @@ class SimSource:
             utilization_pct=95.0 if gpu.phase == "training" else (55.0 if busy else 0.0),
             memory_used_bytes=(40 if busy else 1) * 2**30,
             temperature_c=35.0 + 40.0 * gpu.power_w / gpu.info.power_limit_w,
-            processes=(ProcessUse(10_000 + gpu.info.index, 95.0),) if busy else (),
+            processes=(ProcessUse(SIM_PID_BASE + gpu.info.index, 95.0),) if busy else (),
         )
 
     def _next_phase(self, gpu: _SimGpu, now_ms: int) -> None:
