@@ -220,6 +220,10 @@ class Matching:
                 await self._take_batch(event, touched, now_ms)
             for host_key, state in touched.items():
                 self.hosts[host_key] = state  # one write per host per batch
+            # The changelog must hold these writes before the batch's offsets can be
+            # committed: otherwise a crash in between loses the batch (state restored
+            # without it, offsets already past it).
+            await self.app.producer.flush()
 
     async def _take_batch(self, event: Any, touched: dict[bytes, HostState], now_ms: int) -> None:
         try:
