@@ -162,6 +162,10 @@ class Matching:
             table.key_serializer, table.value_serializer = "raw", STATE_CODEC
             table.changelog_topic = table._new_changelog_topic()
         self.book = TableBook(self.prices)
+        # tick() marks hours closed in the host state before their records are delivered;
+        # a batch written to the changelog in between would persist "closed" for records a
+        # crash then loses. Batches and ticks take turns.
+        self._state_lock = asyncio.Lock()
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
         app.agent(self.samples_topic, name="matching-samples")(self.match)
         app.timer(interval=settings.tick_s)(self.lifecycle)
@@ -214,16 +218,17 @@ class Matching:
         async for events in stream.take_events(
             settings.batch_max_messages, within=settings.batch_within_s
         ):
-            touched: dict[bytes, HostState] = {}
-            now_ms = int(self.clock() * 1000)
-            for event in events:
-                await self._take_batch(event, touched, now_ms)
-            for host_key, state in touched.items():
-                self.hosts[host_key] = state  # one write per host per batch
-            # The changelog must hold these writes before the batch's offsets can be
-            # committed: otherwise a crash in between loses the batch (state restored
-            # without it, offsets already past it).
-            await self.app.producer.flush()
+            async with self._state_lock:
+                touched: dict[bytes, HostState] = {}
+                now_ms = int(self.clock() * 1000)
+                for event in events:
+                    await self._take_batch(event, touched, now_ms)
+                for host_key, state in touched.items():
+                    self.hosts[host_key] = state  # one write per host per batch
+                # The changelog must hold these writes before the batch's offsets can be
+                # committed: otherwise a crash in between loses the batch (state restored
+                # without it, offsets already past it).
+                await self.app.producer.flush()
 
     async def _take_batch(self, event: Any, touched: dict[bytes, HostState], now_ms: int) -> None:
         try:
@@ -252,6 +257,10 @@ class Matching:
 
     async def lifecycle(self) -> None:
         """Close, revise and report the hours of this worker's hosts (the timer)."""
+        async with self._state_lock:
+            await self._lifecycle()
+
+    async def _lifecycle(self) -> None:
         now_ms = int(self.clock() * 1000)
         topic = self.samples_topic.get_topic_name()
         actives = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
