@@ -1,6 +1,7 @@
-"""Diagnostic for the open SIGKILL defect (docs/matching.md): kill a busy worker, restart,
+"""Diagnostic for the open SIGKILL defect (docs/matching.md).
 
-and print which (hour, host) finals are missing. Run from the repo root:
+Kills a busy worker, restarts it, and prints which (hour, host) finals are missing.
+Run from the repo root:
 
     PYTHONPATH=. python bench/sigkill_probe.py
 """
