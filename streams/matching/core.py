@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -138,9 +138,6 @@ class IntensityBook:
 
     def bins(self, zone: str, signal: str, variant: str, hour: int) -> list[Price | None]:
         return self.hours.get((zone, signal, variant, hour), [None] * BINS)
-
-    def forget_before(self, hour: int) -> None:
-        self.hours = {k: v for k, v in self.hours.items() if k[3] >= hour}
 
 
 # ---------------------------------------------------------------- energy
@@ -374,7 +371,3 @@ def fingerprint(record: EmissionHour) -> tuple[object, ...]:
         for k, v in record.items()
         if k not in ignored
     )
-
-
-def hours_of(states: Iterable[tuple[str, GpuState]]) -> list[tuple[str, GpuState, HourKey]]:
-    return [(uuid, state, key) for uuid, state in states for key in state.hours]
