@@ -124,7 +124,7 @@ def test_broker_outage_of_30s_loses_nothing(tmp_path: Path) -> None:
 
         broker = Broker(port=broker.port, log_path=tmp_path / "broker2.log").start()
         create_topics(kafka.librdkafka(), kafka.topic_prefix)
-        assert host.publisher.flush(60), f"spool not drained: {host.spool.pending} left"
+        assert host.publisher.flush(120), f"spool not drained: {host.spool.pending} left"
         after = _read_all(broker.bootstrap, kafka.topics.name("samples"), spooled)
         _check_exact(host, before + after)
         first_seen = [b["batch_seq"] for b in after]

@@ -242,7 +242,8 @@ def test_500s_then_garbage_fall_back_within_the_budget_and_events_name_the_provi
     started = time.monotonic()
     cycle = feeder.poll(NOW_MS)
     took = time.monotonic() - started
-    assert took < 2.0 + 1.0, f"fallback took {took:.1f}s, budget 2s"
+    # the budget bounds the waiting; the slack is for a loaded machine's HTTP round trips
+    assert took < 2.0 + 3.0, f"fallback took {took:.1f}s, budget 2s"
     assert len(server.calls("/v3/carbon-intensity/history")) == 3  # three attempts, no more
     assert len(cycle.events) == 48 and {e["provider"] for e in cycle.events} == {"neso"}
     assert feeder.stats.provider_errors == {"electricitymaps": 1}

@@ -20,7 +20,7 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
             "from schemas.cli import main; main()",
             "up",
             "--duration",
-            "30",
+            "45",
             "--speed",
             "1200",
             "--hosts",
