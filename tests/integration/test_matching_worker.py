@@ -132,20 +132,39 @@ def worker(
         log.close()
 
 
+def hourly(
+    kafka: KafkaSettings, topics: Topics, expected: int, *, timeout_s: float, settle_s: float
+) -> list[dict[str, Any]]:
+    """Every record on the hourly emissions topic so far (all revisions)."""
+    partitions = spec("emissions_hourly").partitions
+    topic = topics.name("emissions_hourly")
+    return read_topic(
+        kafka.bootstrap_servers,
+        topic,
+        "emissions_hourly",
+        expected,
+        partitions=partitions,
+        timeout_s=timeout_s,
+        settle_s=settle_s,
+    )
+
+
+def loaded(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path, intensity_hours: int, **shape: Any
+) -> tuple[list[GridIntensityEvent], list[tuple[bytes, bytes, dict[str, Any]]], int]:
+    """Intensity and a trace on the broker: (events, batches, reference key count)."""
+    events = intensity(kafka, tmp_path, hours=intensity_hours)
+    batches = trace(**shape)
+    produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in batches])
+    return events, batches, len(reference(samples_of(batches), events))
+
+
 def latest(
     kafka: KafkaSettings, topics: Topics, keys: int, settle_s: float = 6.0, timeout_s: float = 120
 ) -> dict[str, dict[str, Any]]:
     """The newest revision of every hourly record, once ``keys`` ids were seen and nothing
     new arrived for ``settle_s``."""
-    records = read_topic(
-        kafka.bootstrap_servers,
-        topics.name("emissions_hourly"),
-        "emissions_hourly",
-        keys,
-        partitions=spec("emissions_hourly").partitions,
-        timeout_s=timeout_s,
-        settle_s=settle_s,
-    )
+    records = hourly(kafka, topics, keys, timeout_s=timeout_s, settle_s=settle_s)
     by_id: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_id.setdefault(record["record_id"], []).append(record)
@@ -188,10 +207,9 @@ def assert_equal_to_reference(
 def test_multi_day_trace_on_real_2023_intensity_equals_the_reference(
     kafka: KafkaSettings, topics: Topics, tmp_path: Path
 ) -> None:
-    events = intensity(kafka, tmp_path, hours=52)
-    batches = trace(hosts=2, gpus=2, hours=49.5, step_s=60, per_batch=10)
-    produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in batches])
-    keys = len(reference(samples_of(batches), events))
+    events, batches, keys = loaded(
+        kafka, topics, tmp_path, 52, hosts=2, gpus=2, hours=49.5, step_s=60, per_batch=10
+    )
     with worker(kafka, tmp_path):
         records = latest(kafka, topics, keys)
     assert_equal_to_reference(records, batches, events)
@@ -242,23 +260,14 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
 def test_sigkill_of_a_busy_worker_changes_no_final_number(
     kafka: KafkaSettings, topics: Topics, tmp_path: Path
 ) -> None:
-    events = intensity(kafka, tmp_path, hours=14)
-    batches = trace(hosts=4, gpus=2, hours=12, step_s=10, per_batch=6)
-    produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in batches])
-    keys = len(reference(samples_of(batches), events))
+    events, batches, keys = loaded(
+        kafka, topics, tmp_path, 14, hosts=4, gpus=2, hours=12, step_s=10, per_batch=6
+    )
     with worker(kafka, tmp_path, name="first") as first:
         deadline = time.monotonic() + 60
         log = tmp_path / "first.log"
         while time.monotonic() < deadline:  # killed while busy: some records out, not all
-            records = read_topic(
-                kafka.bootstrap_servers,
-                topics.name("emissions_hourly"),
-                "emissions_hourly",
-                0,
-                partitions=8,
-                timeout_s=2,
-                settle_s=0.5,
-            )
+            records = hourly(kafka, topics, 0, timeout_s=2, settle_s=0.5)
             if len(records) >= 5:
                 break
         first.send_signal(signal.SIGKILL)
