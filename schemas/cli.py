@@ -24,6 +24,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("streams.up:up", "Run the whole pipeline here (embedded broker + chDB)."),
     "worker": ("streams.cli:worker", "Run the matching processors (llcr[streams])."),
     "migrate": ("streams.cli:migrate", "Apply ClickHouse migrations to the configured store."),
+    "sink": ("streams.cli:sink", "Write every topic to ClickHouse (llcr[streams])."),
+    "query": ("streams.cli:query", "Run SQL against the store, also while `up` runs."),
 }
 
 

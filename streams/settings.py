@@ -70,3 +70,12 @@ class SinkSettings(LlcrSettings):
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     batch_max_rows: int = Field(default=50_000, ge=1)
     batch_max_wait_s: float = Field(default=1.0, gt=0)
+    poll_max_messages: int = Field(default=1000, ge=1)
+    max_backoff_s: float = Field(default=30.0, gt=0, description="Cap of the insert backoff.")
+    session_timeout_s: float = 6.0
+    heartbeat_interval_s: float = 1.0
+    query_endpoint: bool = Field(
+        default=True,
+        description="With chDB, serve `llcr query` on 127.0.0.1 (the sink owns the directory).",
+    )
+    metrics_port: int | None = Field(default=None, description="Prometheus endpoint port.")

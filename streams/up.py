@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
 import click
@@ -35,6 +34,7 @@ import click
 from schemas.admin import create_topics
 from schemas.settings import KafkaSettings
 from streams.embedded.broker import Broker
+from streams.process import stop_on_signals
 from streams.settings import ClickHouseSettings
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
@@ -102,7 +102,7 @@ def up(
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "logs").mkdir(exist_ok=True)
     stop = threading.Event()
-    _on_signals(stop)
+    stop_on_signals(stop)
     started = time.monotonic()
     zone_list = [z.strip() for z in zones.split(",") if z.strip()]
     with Broker(port=port, log_path=data_dir / "broker.log") as broker, ExitStack() as stack:
@@ -258,12 +258,3 @@ def _show_hours(kafka: KafkaSettings, stop: threading.Event) -> None:
             )
     finally:
         consumer.close()
-
-
-def _on_signals(stop: threading.Event) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        logger.info("signal %s: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)

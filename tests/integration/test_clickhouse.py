@@ -58,3 +58,13 @@ def test_data_survives_reopening_the_directory(clickhouse_settings: ClickHouseSe
         assert reopened.query("SELECT count() FROM llcr.dead_letters").result_rows == [(1,)]
     finally:
         reopened.close()
+
+
+def test_sink_mappings_match_the_tables(clickhouse: Any) -> None:
+    from streams.sink.rows import TABLES
+
+    apply_migrations(clickhouse, "llcr")
+    for mapping in TABLES.values():
+        described = clickhouse.query(f"DESCRIBE llcr.{mapping.table}").result_rows
+        columns = [row[0] for row in described if row[0] != "ingested_at"]
+        assert list(mapping.columns) == columns, mapping.table

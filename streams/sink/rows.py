@@ -1,0 +1,339 @@
+"""Decoded records -> ClickHouse rows, one mapping per topic (pure, no I/O).
+
+Every mapping lists its table's columns in insert order and turns one record into zero or
+more rows (a sample batch becomes one row per sample). Times stay integer milliseconds:
+clickhouse-connect writes an int into a ``DateTime64(3)`` column as epoch milliseconds.
+``ingested_at`` is left to the table's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.topics import TopicKey
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class TableMap:
+    """How one topic lands: its table, columns and the rows of one record."""
+
+    topic: TopicKey
+    table: str
+    columns: tuple[str, ...]
+    rows: Callable[[Mapping[str, Any]], Iterator[Row]]
+
+
+def _sample_rows(batch: Mapping[str, Any]) -> Iterator[Row]:
+    head = (
+        batch["host"],
+        batch["site"],
+        batch["zone"],
+        batch["agent_id"],
+        batch["source"],
+        batch["batch_id"],
+    )
+    for s in batch["samples"]:
+        jobs = s["jobs"]
+        yield (
+            *head,
+            s["gpu_uuid"],
+            s["gpu_index"],
+            s["gpu_model"],
+            s.get("mig_instance") or "",
+            s["seq"],
+            s["start_ms"],
+            s["end_ms"],
+            s["energy_mj"],
+            s["energy_method"],
+            s.get("flags") or [],
+            s["power_w"],
+            s["power_limit_w"],
+            s["utilization_pct"],
+            s["memory_used_bytes"],
+            s["temperature_c"],
+            [j["job_id"] for j in jobs],
+            [j["tenant"] for j in jobs],
+            [j.get("model") or "" for j in jobs],
+            [j["share"] for j in jobs],
+            [j["energy_mj"] for j in jobs],
+            [j.get("prompt_tokens", 0) for j in jobs],
+            [j.get("generation_tokens", 0) for j in jobs],
+            batch["published_at_ms"],
+        )
+
+
+SAMPLE_COLUMNS = (
+    "host",
+    "site",
+    "zone",
+    "agent_id",
+    "source",
+    "batch_id",
+    "gpu_uuid",
+    "gpu_index",
+    "gpu_model",
+    "mig_instance",
+    "seq",
+    "start",
+    "end",
+    "energy_mj",
+    "energy_method",
+    "flags",
+    "power_w",
+    "power_limit_w",
+    "utilization_pct",
+    "memory_used_bytes",
+    "temperature_c",
+    "job_ids",
+    "job_tenants",
+    "job_models",
+    "job_shares",
+    "job_energy_mj",
+    "job_prompt_tokens",
+    "job_generation_tokens",
+    "published_at",
+)
+
+EMISSION_COLUMNS = (
+    "record_id",
+    "hour_start",
+    "host",
+    "site",
+    "zone",
+    "gpu_uuid",
+    "gpu_model",
+    "job_id",
+    "tenant",
+    "model",
+    "status",
+    "revision",
+    "energy_mj",
+    "energy_kwh",
+    "facility_energy_kwh",
+    "water_l",
+    "embodied_g",
+    "coverage",
+    "prompt_tokens",
+    "generation_tokens",
+    "emissions_average_g",
+    "intensity_average_g_per_kwh",
+    "priced_fraction_average",
+    "variant_average",
+    "providers_average",
+    "intensity_events_average",
+    "estimated_average",
+    "emissions_marginal_g",
+    "intensity_marginal_g_per_kwh",
+    "priced_fraction_marginal",
+    "variant_marginal",
+    "providers_marginal",
+    "intensity_events_marginal",
+    "estimated_marginal",
+    "computed_at",
+)
+
+
+def _signal(priced: Mapping[str, Any] | None) -> Row:
+    if priced is None:
+        return (None, None, None, None, [], [], None)
+    return (
+        priced["emissions_g"],
+        priced["intensity_g_per_kwh"],
+        priced["priced_fraction"],
+        priced["variant"],
+        priced["providers"],
+        priced["intensity_event_ids"],
+        priced["estimated"],
+    )
+
+
+def _emission_rows(r: Mapping[str, Any]) -> Iterator[Row]:
+    yield (
+        r["record_id"],
+        r["hour_start_ms"],
+        r["host"],
+        r["site"],
+        r["zone"],
+        r["gpu_uuid"],
+        r["gpu_model"],
+        r["job_id"],
+        r["tenant"],
+        r.get("model") or "",
+        r["status"],
+        r["revision"],
+        r["energy_mj"],
+        r["energy_kwh"],
+        r["facility_energy_kwh"],
+        r["water_l"],
+        r["embodied_g"],
+        r["coverage"],
+        r.get("prompt_tokens", 0),
+        r.get("generation_tokens", 0),
+        *_signal(r.get("average")),
+        *_signal(r.get("marginal")),
+        r["computed_at_ms"],
+    )
+
+
+def _fields(*names: str) -> Callable[[Mapping[str, Any]], Iterator[Row]]:
+    """Rows that are the record's fields in order (``*_ms`` fields feed DateTime64)."""
+
+    def rows(record: Mapping[str, Any]) -> Iterator[Row]:
+        yield tuple(record.get(name) for name in names)
+
+    return rows
+
+
+def _columns(*names: str) -> tuple[str, ...]:
+    return tuple(name.removesuffix("_ms") for name in names)
+
+
+def _simple(topic: TopicKey, table: str, *fields: str) -> TableMap:
+    return TableMap(topic, table, _columns(*fields), _fields(*fields))
+
+
+_INTENSITY = (
+    "event_id",
+    "zone",
+    "period_start_ms",
+    "period_end_ms",
+    "intensity_g_per_kwh",
+    "signal",
+    "variant",
+    "provider",
+    "kind",
+    "estimation_method",
+    "revision",
+    "published_at_ms",
+)
+_LIVE = (
+    "record_id",
+    "hour_start_ms",
+    "host",
+    "site",
+    "zone",
+    "gpu_uuid",
+    "job_id",
+    "tenant",
+    "energy_mj",
+    "emissions_average_g",
+    "emissions_marginal_g",
+    "coverage",
+    "as_of_ms",
+    "computed_at_ms",
+)
+_COMMAND = (
+    "command_id",
+    "site",
+    "unit_id",
+    "hour_start_ms",
+    "action",
+    "target_rate_g_per_h",
+    "expected_capture_g",
+    "expected_parasitic_g",
+    "intensity_g_per_kwh",
+    "reason",
+    "issued_at_ms",
+)
+_TELEMETRY = (
+    "telemetry_id",
+    "unit_id",
+    "site",
+    "command_id",
+    "period_start_ms",
+    "period_end_ms",
+    "captured_g",
+    "electric_kwh",
+    "thermal_kwh",
+    "rate_g_per_h",
+    "state",
+    "reported_at_ms",
+)
+_ORDER = (
+    "order_id",
+    "idempotency_key",
+    "scope",
+    "method",
+    "quantity_g",
+    "status",
+    "provider",
+    "provider_order_id",
+    "serial_numbers",
+    "retired_at_ms",
+    "sequestered_at_ms",
+    "deadline_ms",
+    "hour_starts_ms",
+    "price_per_t",
+    "currency",
+    "reason",
+    "version",
+    "updated_at_ms",
+)
+_LEDGER = (
+    "seq",
+    "entry_id",
+    "kind",
+    "scope",
+    "hour_start_ms",
+    "quantity_g",
+    "ref_id",
+    "payload_json",
+    "recorded_at_ms",
+    "prev_hash",
+    "hash",
+)
+_SIGNAL = (
+    "signal_id",
+    "kind",
+    "zone",
+    "mode",
+    "intensity_g_per_kwh",
+    "percentile",
+    "reason",
+    "valid_from_ms",
+    "valid_until_ms",
+    "payload_json",
+    "issued_at_ms",
+)
+_DEAD = (
+    "dead_letter_id",
+    "component",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "reason_code",
+    "reason",
+    "key",
+    "value",
+    "failed_at_ms",
+)
+
+
+def _dead_rows(r: Mapping[str, Any]) -> Iterator[Row]:
+    """Dead letters keep their original bytes; stored as text (bytes decoded leniently)."""
+    key, value = r.get("key"), r["value"]
+    row = dict(r)
+    row["key"] = None if key is None else key.decode("utf-8", "backslashreplace")
+    row["value"] = value.decode("utf-8", "backslashreplace")
+    yield tuple(row.get(name) for name in _DEAD)
+
+
+TABLES: dict[TopicKey, TableMap] = {
+    m.topic: m
+    for m in (
+        TableMap("samples", "gpu_samples", SAMPLE_COLUMNS, _sample_rows),
+        _simple("intensity", "grid_intensity", *_INTENSITY),
+        TableMap("emissions_hourly", "emissions_hourly", EMISSION_COLUMNS, _emission_rows),
+        _simple("emissions_live", "emissions_live", *_LIVE),
+        _simple("capture_commands", "capture_commands", *_COMMAND),
+        _simple("capture_telemetry", "capture_telemetry", *_TELEMETRY),
+        _simple("removal_orders", "removal_orders", *_ORDER),
+        _simple("ledger", "ledger", *_LEDGER),
+        _simple("signals", "signals", *_SIGNAL),
+        TableMap("dead_letters", "dead_letters", _columns(*_DEAD), _dead_rows),
+    )
+}

@@ -1,0 +1,86 @@
+"""The sink's handle on ClickHouse: one client, one lock, reconnect on failure.
+
+The same object serves the sink's inserts and the local query endpoint (chDB allows one
+process per directory, so other processes' queries come through the owner).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from streams.settings import ClickHouseSettings
+from streams.store.client import connect
+from streams.store.migrations import apply_migrations
+
+logger = logging.getLogger(__name__)
+
+
+class Store:
+    """A lazily (re)connected clickhouse-connect client guarded by a lock."""
+
+    def __init__(
+        self,
+        settings: ClickHouseSettings,
+        *,
+        connector: Callable[[ClickHouseSettings], Any] = connect,
+    ) -> None:
+        self.settings = settings
+        self._connector = connector
+        self._client: Any = None
+        self._lock = threading.RLock()
+
+    def _ready(self) -> Any:
+        if self._client is None:
+            client = self._connector(self.settings)
+            try:
+                apply_migrations(client, self.settings.database)
+                self._apply_sample_ttl(client)
+            except Exception:
+                client.close()
+                raise
+            self._client = client
+        return self._client
+
+    def _apply_sample_ttl(self, client: Any) -> None:
+        days = int(self.settings.raw_sample_ttl_days)
+        client.command(
+            f"ALTER TABLE {self.settings.database}.gpu_samples "
+            f"MODIFY TTL toDateTime(ingested_at) + INTERVAL {days} DAY"
+        )
+
+    def open(self) -> None:
+        """Connect (and migrate) now; raises what the connector raises."""
+        with self._lock:
+            self._ready()
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        with self._lock:
+            try:
+                self._ready().insert(
+                    f"{self.settings.database}.{table}", rows, column_names=list(columns)
+                )
+            except Exception:
+                self._drop()
+                raise
+
+    def query(self, sql: str) -> tuple[list[str], list[str], list[tuple[Any, ...]]]:
+        """Column names, type names and rows of one query."""
+        with self._lock:
+            result = self._ready().query(sql)
+            types = [t.name for t in result.column_types]
+            return list(result.column_names), types, [tuple(r) for r in result.result_rows]
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # already failing; the reconnect will tell
+                logger.debug("closing a failed client", exc_info=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
