@@ -7,11 +7,11 @@ process exactly as in production:
   at ``--speed`` simulated seconds per second, with their original timestamps;
 * one sim GPU agent per host (``--hosts``, spread over ``--zones``), on a simulated clock
   that starts where the grid data starts and runs at the same speed;
-* the matching worker.
+* the matching worker;
+* the ClickHouse sink, which owns the chDB directory and answers `llcr query` meanwhile.
 
 It prints every final (and revised) hour as it is emitted, until Ctrl-C or --duration.
-The removal actions and the ClickHouse sink join as they land. The chDB directory stays
-behind for `llcr query` and `llcr report`.
+The chDB directory stays behind for `llcr query` and `llcr report`.
 """
 
 from __future__ import annotations
@@ -108,12 +108,12 @@ def up(
     with Broker(port=port, log_path=data_dir / "broker.log") as broker, ExitStack() as stack:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         results = create_topics(kafka.librdkafka(), kafka.topic_prefix)
-        clickhouse = ClickHouseSettings(dsn=f"chdb:{data_dir / 'chdb'}")
+        clickhouse = ClickHouseSettings(dsn=f"chdb:{(data_dir / 'chdb').resolve()}")
         client = connect(clickhouse)
         try:
             applied = apply_migrations(client, clickhouse.database)
         finally:
-            client.close()  # the sink will own chDB when it lands
+            client.close()  # the sink owns chDB from here on
         click.echo(f"broker    {broker.bootstrap} (Tansu, in memory)")
         click.echo(f"topics    {len(results)} ready ({kafka.topic_prefix}*)")
         click.echo(
@@ -128,6 +128,8 @@ def up(
             str(f) for f in _shipped_grid_files() if f.name.split("_")[0] in zone_list
         ]
         spawn = _Spawner(stack, data_dir / "logs", env)
+        # started first, stopped last: it stores what the others emit while stopping
+        spawn("sink", ["sink"], LLCR_CLICKHOUSE__DSN=clickhouse.dsn)
         spawn(
             "worker",
             ["worker", "--loglevel", "warning"],
@@ -173,7 +175,7 @@ def up(
                 LLCR_SAMPLE_INTERVAL_S=str(max(0.02, 10.0 / speed)),
             )
         click.echo(
-            f"running   worker, grid feeder ({len(files)} file(s)), {hosts} sim host(s) "
+            f"running   sink, worker, grid feeder ({len(files)} file(s)), {hosts} sim host(s) "
             f"x {gpus} GPUs at {speed:g}x from {start}; logs in {data_dir / 'logs'}"
         )
         click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
@@ -183,6 +185,7 @@ def up(
         stop.set()
         watcher.join(5)
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
+    click.echo(f"query it: llcr query --dsn {clickhouse.dsn} \"SELECT * FROM llcr.emissions\"")
 
 
 class _Spawner:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
-
-from streams.settings import ClickHouseSettings
-from streams.store.client import connect
 
 
 def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    result = subprocess.run(
+    dsn = f"chdb:{(data / 'chdb').resolve()}"
+    process = subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -30,12 +30,20 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
             "--data-dir",
             str(data),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         env={**os.environ},
-        check=False,
     )
+    # while it runs, `llcr query` goes through the sink that owns chDB
+    during = 0
+    deadline = time.monotonic() + 40
+    while during == 0 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(2)
+        during = max(0, count(dsn, "SELECT count() FROM llcr.emissions_hourly"))
+    assert during > 0, "no hourly emissions reached ClickHouse while up ran"
+    stdout, stderr = process.communicate(timeout=120)
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr
     assert "topics    10 ready" in result.stdout
     assert "stopped; chDB data kept" in result.stdout
@@ -44,9 +52,35 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     finals = [line.split() for line in result.stdout.splitlines() if line.startswith("final")]
     assert finals, result.stdout + (data / "logs" / "worker.log").read_text()[-2000:]
     assert {f[3] for f in finals} == {"sim-de-0", "sim-fr-1"}
-    assert all(f[-3] == "gCO2e" and float(f[-4]) >= 0 for f in finals)
-    client = connect(ClickHouseSettings(dsn=f"chdb://{data / 'chdb'}"))
-    try:
-        assert client.query("SELECT count() FROM llcr.schema_migrations").result_rows[0][0] >= 1
-    finally:
-        client.close()
+    assert all(f[-3] == "gCO2e" and float(f[-4]) >= 0 for f in finals), result.stdout
+    # after it: the sink stored every hour that was emitted (the live view may stop before
+    # the last ones print), each once
+    stored = count(dsn, "SELECT count() FROM llcr.emissions_hourly FINAL")
+    assert stored >= len(finals) and stored >= during
+    assert count(dsn, "SELECT uniqExact(record_id) FROM llcr.emissions_hourly") == stored
+    assert count(dsn, "SELECT count() FROM llcr.gpu_samples FINAL") > 0
+
+
+def count(dsn: str, sql: str) -> int:
+    """The one number a `llcr query` prints (-1 when the command fails)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from schemas.cli import main; main()",
+            "query",
+            "--dsn",
+            dsn,
+            "--format",
+            "json",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        return -1
+    (row,) = json.loads(done.stdout)
+    return int(next(iter(row.values())))
