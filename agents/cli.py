@@ -6,7 +6,6 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -14,6 +13,7 @@ import click
 
 from agents.settings import GpuAgentSettings, GridFeederSettings
 from schemas.cli import config_file
+from schemas.clock import simulated_clock
 from schemas.settings import LlcrSettings
 
 _DEPLOYABLES: dict[str, type[LlcrSettings]] = {
@@ -143,16 +143,6 @@ def trace_command(out: Path, duration: float, interval: float) -> None:
     finally:
         source.close()
     click.echo(f"wrote {rows} rows for {len(source.devices())} GPU(s) to {out}", err=True)
-
-
-def simulated_clock(start: str, speed: float) -> Callable[[], float]:
-    """Epoch seconds of a clock that starts at ``start`` (ISO-8601, naive = UTC) and runs
-    ``speed`` times faster than the wall clock."""
-    from agents.grid.files import parse_time_ms
-
-    origin_s = parse_time_ms(start) / 1000
-    wall0 = time.monotonic()
-    return lambda: origin_s + (time.monotonic() - wall0) * speed
 
 
 def bundled_grid_files() -> list[Path]:

@@ -26,6 +26,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("streams.cli:migrate", "Apply ClickHouse migrations to the configured store."),
     "sink": ("streams.cli:sink", "Write every topic to ClickHouse (llcr[streams])."),
     "query": ("streams.cli:query", "Run SQL against the store, also while `up` runs."),
+    "actions": ("streams.cli:actions", "Removal: capture, credits, ledger (llcr[streams])."),
+    "ledger": ("streams.cli:ledger", "Verify the hash-chained removal ledger."),
 }
 
 

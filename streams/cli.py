@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from schemas.cli import config_file
-from streams.settings import SinkSettings, WorkerSettings
+from streams.settings import ActionsSettings, SinkSettings, WorkerSettings
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
 
@@ -87,3 +87,117 @@ def query(ctx: click.Context, sql: str, dsn: str | None, fmt: str) -> None:
 
     settings = _sink_settings(ctx, dsn)
     click.echo(render(run_query(settings.clickhouse, sql), fmt))  # type: ignore[arg-type]
+
+
+def _actions_settings(ctx: click.Context) -> ActionsSettings:
+    return ActionsSettings.load(config_file(ctx))
+
+
+@click.group()
+def actions() -> None:
+    """Removal: obligations, capture commands, credit orders and the ledger."""
+
+
+@actions.command("run")
+@click.pass_context
+def actions_run(ctx: click.Context) -> None:
+    """Run the removal service (one instance: it writes the ledger)."""
+    import threading
+
+    from streams.process import stop_on_signals
+    from streams.removal.run import run_actions
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+    stats = run_actions(_actions_settings(ctx), stop)
+    click.echo(f"actions stopped: {stats}")
+
+
+@actions.command("capture-sim")
+@click.pass_context
+def actions_capture_sim(ctx: click.Context) -> None:
+    """Simulate the configured capture units: obey commands, report telemetry."""
+    import threading
+
+    from streams.process import stop_on_signals
+    from streams.removal.capture_sim import run_capture_sim
+    from streams.removal.run import clock_of
+
+    settings = _actions_settings(ctx)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    run_capture_sim(settings, stop, clock_of(settings))
+
+
+@actions.command("provider-sim")
+@click.option("--port", type=int, default=8700, show_default=True)
+@click.option("--fail-rate", type=float, default=0.0, help="Share of calls answered 500.")
+@click.option("--timeout-rate", type=float, default=0.0, help="Share answered too late.")
+@click.option("--wrong-quantity-rate", type=float, default=0.0)
+@click.option("--seed", type=int, default=0)
+@click.pass_context
+def actions_provider_sim(
+    ctx: click.Context,
+    *,
+    port: int,
+    fail_rate: float,
+    timeout_rate: float,
+    wrong_quantity_rate: float,
+    seed: int,
+) -> None:
+    """Serve the simulated credit provider on 127.0.0.1 (with injectable faults)."""
+    import threading
+
+    from streams.process import stop_on_signals
+    from streams.removal.provider_sim import Faults, SimProvider
+    from streams.removal.run import clock_of
+
+    settings = _actions_settings(ctx)
+    faults = Faults(fail_rate, timeout_rate, wrong_quantity_rate, seed=seed)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    with SimProvider(
+        port=port,
+        faults=faults,
+        delivery_delay_s=settings.provider_delivery_delay_s,
+        clock_ms=clock_of(settings),
+    ) as sim:
+        click.echo(f"provider-sim on {sim.url}")
+        stop.wait()
+
+
+@click.group()
+def ledger() -> None:
+    """The hash-chained removal ledger."""
+
+
+@ledger.command("verify")
+@click.option(
+    "--from",
+    "source",
+    type=click.Choice(["clickhouse", "topic"]),
+    default="clickhouse",
+    show_default=True,
+)
+@click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
+@click.pass_context
+def ledger_verify(ctx: click.Context, source: str, dsn: str | None) -> None:
+    """Recompute the chain; name the first entry that does not fit (exit 1)."""
+    from streams.removal.ledger import verify
+    from streams.removal.run import ledger_entries
+
+    entries = ledger_entries(
+        source,  # type: ignore[arg-type]
+        clickhouse=_sink_settings(ctx, dsn).clickhouse,
+        settings=_actions_settings(ctx),
+    )
+    count, broken = verify(entries)
+    if broken is None:
+        click.echo(f"ledger OK: {count} entries, chain intact")
+        return
+    click.echo(
+        f"ledger BROKEN at seq {broken.seq} (entry {broken.entry_id}): {broken.reason}; "
+        f"{count} entries before it verify",
+        err=True,
+    )
+    ctx.exit(1)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from schemas.settings import LlcrSettings
+from streams.removal.capture import CaptureUnitConfig
 
 
 class ClickHouseSettings(BaseModel):
@@ -79,3 +80,41 @@ class SinkSettings(LlcrSettings):
         description="With chDB, serve `llcr query` on 127.0.0.1 (the sink owns the directory).",
     )
     metrics_port: int | None = Field(default=None, description="Prometheus endpoint port.")
+
+
+class ActionsSettings(LlcrSettings):
+    """`llcr actions`: removal obligations, capture commands, credit orders, the ledger."""
+
+    group_id: str = "llcr-actions"
+    scope_mode: Literal["tenant", "site"] = "tenant"
+    buffer: float = Field(default=0.1, ge=0, le=1, description="Reversal-risk buffer.")
+    include_embodied: bool = False
+    latency_target_h: float = Field(default=24.0, gt=0)
+    max_record_g: float = Field(default=1e9, gt=0)
+    capture_units: dict[str, CaptureUnitConfig] = Field(
+        default_factory=dict, description="On-site capture unit by site."
+    )
+    capture_window_h: float = Field(
+        default=1.0, gt=0, description="Plan capture for an hour at most this long after it."
+    )
+    plan_quiet_s: float = Field(
+        default=2.0, ge=0, description="Plan a site-hour once no record came for this long."
+    )
+    method: str = "dac"
+    provider_url: str = "http://127.0.0.1:8700"
+    provider_name: str = "sim"
+    provider_token: SecretStr = SecretStr("")
+    provider_timeout_s: float = Field(default=3.0, gt=0)
+    min_lot_g: int = Field(default=1000, ge=1, description="Smallest credit order.")
+    order_lead_h: float = Field(
+        default=2.0, ge=0, description="Order this long before an hour's latency deadline."
+    )
+    poll_every_s: float = Field(default=1.0, gt=0)
+    tick_s: float = Field(default=0.5, gt=0)
+    sim_start: str | None = Field(
+        default=None, description="Simulated clock start (ISO); None: the wall clock."
+    )
+    sim_speed: float = Field(default=1.0, gt=0)
+    provider_delivery_delay_s: float = Field(
+        default=600.0, ge=0, description="provider-sim: delivery delay on its clock."
+    )

@@ -185,7 +185,7 @@ def up(
         stop.set()
         watcher.join(5)
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
-    click.echo(f"query it: llcr query --dsn {clickhouse.dsn} \"SELECT * FROM llcr.emissions\"")
+    click.echo(f'query it: llcr query --dsn {clickhouse.dsn} "SELECT * FROM llcr.emissions"')
 
 
 class _Spawner:

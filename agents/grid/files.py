@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import cast
 
 from agents.grid.model import HOUR_MS, Observation, Problem
+from schemas.clock import parse_time_ms
 from schemas.records import IntensityKind, Signal, Variant
 
 EM_TIME = "Datetime (UTC)"
@@ -33,16 +33,6 @@ EM_ESTIMATED = "Data Estimated"
 EM_METHOD = "Data Estimation Method"
 _PORTAL_VARIANTS: tuple[tuple[Variant, str], ...] = (("direct", EM_DIRECT), ("lifecycle", EM_LCA))
 GENERIC = ("zone", "period_start", "period_end", "value", "signal")
-
-
-def parse_time_ms(text: str) -> int:
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return round(moment.timestamp() * 1000)
 
 
 def _value(text: str) -> float:

@@ -7,7 +7,6 @@ import copy
 import json
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,12 +23,11 @@ from schemas.topics import CATALOGUE, TopicKey, Topics
 from streams.settings import ClickHouseSettings, SinkSettings
 from streams.sink.query import QueryError, endpoint_file, run_query
 from streams.sink.rows import TABLES
-from streams.sink.run import run_sink
-from streams.sink.sink import SinkStats
 from tests.examples import EXAMPLES, HOUR_MS, T0
+from tests.sink_run import running_sink, wait_for
 
 # What makes a record of each topic distinct (its table's ORDER BY identity).
-_IDENTITY: dict[TopicKey, Callable[[dict[str, Any], int], None]] = {
+_IDENTITY: dict[TopicKey, Callable[[dict[str, Any], int], object]] = {
     "samples": lambda r, i: (r.update(batch_id=f"host-a:{i}"), r["samples"][0].update(seq=i)),
     "intensity": lambda r, i: r.update(
         event_id=f"ev{i}", period_start_ms=T0 + i * HOUR_MS, period_end_ms=T0 + (i + 1) * HOUR_MS
@@ -81,32 +79,6 @@ def every_topic(indices: range) -> list[tuple[TopicKey, dict[str, Any] | bytes]]
     return [(key, record(key, i)) for key in _IDENTITY for i in indices]
 
 
-@contextmanager
-def running_sink(settings: SinkSettings, **kwargs: Any) -> Iterator[SinkStats]:
-    stop = threading.Event()
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["stats"] = run_sink(settings, stop=stop, **kwargs)
-        except BaseException as exc:
-            box["error"] = exc
-
-    stats = SinkStats()
-    thread = threading.Thread(target=target)
-    kwargs["stats"] = stats
-    thread.start()
-    try:
-        yield stats
-    finally:
-        stop.set()
-        thread.join(60)
-        assert not thread.is_alive(), "sink did not stop"
-        if "error" in box:
-            raise box["error"]
-        assert box["stats"] is stats
-
-
 def sink_settings(kafka: KafkaSettings, clickhouse: ClickHouseSettings, group: str) -> SinkSettings:
     return SinkSettings(
         kafka=kafka,
@@ -123,16 +95,7 @@ def counts(clickhouse: ClickHouseSettings) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in run_query(clickhouse, sql).rows}
 
 
-def wait_for(check: Callable[[], bool], timeout_s: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def view_snapshot(clickhouse: ClickHouseSettings) -> dict[str, list[list[Any]]]:
+def view_snapshot(clickhouse: ClickHouseSettings) -> dict[str, list[str]]:
     return {
         view: sorted(
             json.dumps(row, sort_keys=True)

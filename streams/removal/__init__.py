@@ -1,0 +1,1 @@
+"""Removal actions: obligations, on-site capture, permanent credits and the ledger."""

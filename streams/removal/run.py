@@ -1,0 +1,68 @@
+"""Running the removal processes, and verifying the ledger."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from schemas.clock import simulated_clock
+from schemas.codec import make_codec
+from schemas.topics import spec
+from streams.removal.provider import CreditProvider
+from streams.removal.service import Actions, ActionStats, read_to_end
+from streams.settings import ActionsSettings, ClickHouseSettings
+
+logger = logging.getLogger(__name__)
+
+LEDGER_SQL = (
+    "SELECT seq, entry_id, kind, scope, toUnixTimestamp64Milli(hour_start) AS hour_start_ms, "
+    "quantity_g, ref_id, payload_json, toUnixTimestamp64Milli(recorded_at) AS recorded_at_ms, "
+    "prev_hash, hash FROM {database}.ledger FINAL ORDER BY seq"
+)
+
+
+def clock_of(settings: ActionsSettings) -> Callable[[], int]:
+    """Epoch ms of the configured clock: simulated (``sim_start``) or the wall clock."""
+    import time
+
+    if settings.sim_start is None:
+        return lambda: int(time.time() * 1000)
+    seconds = simulated_clock(settings.sim_start, settings.sim_speed)
+    return lambda: int(seconds() * 1000)
+
+
+def run_actions(settings: ActionsSettings, stop: threading.Event) -> ActionStats:
+    provider = CreditProvider(
+        settings.provider_url,
+        token=settings.provider_token.get_secret_value(),
+        timeout_s=settings.provider_timeout_s,
+        name=settings.provider_name,
+    )
+    actions = Actions(settings, provider=provider, clock_ms=clock_of(settings))
+    try:
+        actions.run(stop)
+    finally:
+        provider.close()
+        logger.info("actions stopped: %s", actions.stats)
+    return actions.stats
+
+
+def ledger_entries(
+    source: Literal["clickhouse", "topic"],
+    *,
+    clickhouse: ClickHouseSettings,
+    settings: ActionsSettings,
+) -> Iterable[Mapping[str, Any]]:
+    """The ledger in ``seq`` order, from ClickHouse (what analysts see) or the topic."""
+    if source == "clickhouse":
+        from streams.sink.query import run_query
+
+        result = run_query(clickhouse, LEDGER_SQL.format(database=clickhouse.database))
+        return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
+    messages = read_to_end(
+        settings.kafka.librdkafka(), settings.kafka.topics.name("ledger"), spec("ledger").partitions
+    )
+    return [codec.decode("ledger_entry", m.value()) for m in messages]

@@ -1,0 +1,350 @@
+"""The removal service end to end on a real broker: a day of real German intensity, a sim
+capture unit, the sim credit provider (with faults), the ledger verified from ClickHouse."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from click.testing import CliRunner
+from confluent_kafka import Producer
+
+from schemas.cli import root
+from schemas.clock import simulated_clock
+from schemas.codec import Codec
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics
+from streams.removal.capture import CaptureUnitConfig
+from streams.removal.capture_sim import run_capture_sim
+from streams.removal.core import HOUR_MS, Book, Policy
+from streams.removal.provider import CreditProvider
+from streams.removal.provider_sim import Faults, SimProvider
+from streams.removal.service import Actions, read_to_end
+from streams.settings import ActionsSettings, ClickHouseSettings, SinkSettings
+from streams.sink.query import endpoint_file, run_query
+from tests.examples import EXAMPLES
+from tests.sink_run import running_sink, wait_for
+
+DAY = "2023-03-10"
+UNIT = CaptureUnitConfig(
+    unit_id="de-capture-1",
+    capacity_kg_per_h=10,
+    thermal_kwh_per_t=2000,
+    electric_kwh_per_t=2700,  # net removal only below 1e6 / 2700 = 370.4 g/kWh
+    recoverable_heat_fraction=0.6,
+    min_net_g=1,
+    ramp_kg_per_h_per_h=100,
+)
+TENANT_KWH = {"acme": 25.0, "globex": 15.0}
+
+
+def day_of_intensity() -> list[tuple[int, float]]:
+    """(hour start ms, lifecycle gCO2e/kWh) of one real day in Germany (shipped file)."""
+    folder = resources.files("agents") / "data" / "grid"
+    with (folder / "DE_2023_hourly.csv").open(encoding="utf-8") as handle:
+        rows = [r for r in csv.reader(handle) if r[0].startswith(DAY)]
+    return [
+        (int(datetime.fromisoformat(r[0]).replace(tzinfo=UTC).timestamp() * 1000), float(r[5]))
+        for r in rows
+    ]
+
+
+def hour_record(hour: int, tenant: str, intensity: float, **changes: Any) -> dict[str, Any]:
+    r: dict[str, Any] = copy.deepcopy(EXAMPLES["emissions_hourly"])
+    energy = changes.pop("energy_kwh", None) or TENANT_KWH[tenant]
+    r.update(
+        record_id=hashlib.sha256(f"{hour}{tenant}".encode()).hexdigest()[:32],
+        hour_start_ms=hour,
+        site="de-site",
+        zone="DE",
+        tenant=tenant,
+        job_id=f"{tenant}-train",
+        energy_kwh=energy,
+        energy_mj=round(energy * 3.6e9),
+        **changes,
+    )
+    r["average"].update(
+        emissions_g=energy * intensity,
+        intensity_g_per_kwh=intensity,
+        variant="lifecycle",
+        intensity_event_ids=[f"electricitymaps:DE:average:lifecycle:{hour}:0"],
+    )
+    return r
+
+
+class Publisher:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka, self.codec = kafka, Codec()
+        self.producer = Producer(kafka.librdkafka())
+
+    def send(self, topic: str, schema: Any, record: dict[str, Any] | bytes) -> None:
+        data = record if isinstance(record, bytes) else self.codec.encode(schema, record)
+        self.producer.produce(self.kafka.topics.name(topic), data, key=b"k")
+        assert self.producer.flush(30) == 0
+
+
+def read(kafka: KafkaSettings, topic: Any, schema: Any, partitions: int) -> list[dict[str, Any]]:
+    codec = Codec()
+    messages = read_to_end(kafka.librdkafka(), kafka.topics.name(topic), partitions)
+    return [codec.decode(schema, m.value()) for m in messages]
+
+
+@contextmanager
+def threads(*targets: Callable[[threading.Event], None]) -> Iterator[threading.Event]:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def guarded(target: Callable[[threading.Event], None]) -> None:
+        try:
+            target(stop)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    running = [threading.Thread(target=guarded, args=(t,)) for t in targets]
+    for thread in running:
+        thread.start()
+    try:
+        yield stop
+    finally:
+        stop.set()
+        for thread in running:
+            thread.join(60)
+        assert not any(t.is_alive() for t in running)
+        if errors:
+            raise errors[0]
+
+
+def folded(kafka: KafkaSettings) -> tuple[Book, list[dict[str, Any]]]:
+    entries = read(kafka, "ledger", "ledger_entry", 1)
+    book = Book(Policy())
+    for entry in entries:
+        book.apply(entry)
+    return book, entries
+
+
+def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it(
+    topics: Topics, kafka: KafkaSettings, unique: str, clickhouse_settings: ClickHouseSettings
+) -> None:
+    intensity = day_of_intensity()
+    assert len(intensity) == 24
+    speed = 1200.0  # an hour every 3 s
+    seconds = simulated_clock(f"{DAY}T00:00:00Z", speed)
+
+    def clock() -> int:
+        return int(seconds() * 1000)
+
+    with SimProvider(clock_ms=clock) as sim:
+        settings = ActionsSettings(
+            kafka=kafka,
+            group_id=f"actions-{unique}",
+            capture_units={"de-site": UNIT},
+            provider_url=sim.url,
+            plan_quiet_s=0.3,
+            tick_s=0.2,
+            poll_every_s=0.2,
+            latency_target_h=6,
+            order_lead_h=1,
+            min_lot_g=5000,
+            capture_window_h=2,
+        )
+        provider = CreditProvider(sim.url, timeout_s=2)
+        actions = Actions(settings, provider=provider, clock_ms=clock)
+        out = Publisher(kafka)
+        with threads(actions.run, lambda stop: run_capture_sim(settings, stop, clock)):
+            for hour, g_per_kwh in intensity:
+                while clock() < hour + HOUR_MS + 60_000:
+                    time.sleep(0.05)
+                for tenant in TENANT_KWH:
+                    out.send(
+                        "emissions_hourly", "emissions_hourly", hour_record(hour, tenant, g_per_kwh)
+                    )
+                if hour == intensity[3][0]:  # a revision: acme used more energy that hour
+                    revised = hour_record(
+                        hour, "acme", g_per_kwh, energy_kwh=26.0, status="revised", revision=1
+                    )
+                    out.send("emissions_hourly", "emissions_hourly", revised)
+                if hour == intensity[5][0]:  # bad input: settled never
+                    bad = hour_record(hour, "initech", g_per_kwh, energy_kwh=1.0)
+                    bad["average"]["emissions_g"] = -40.0
+                    out.send("emissions_hourly", "emissions_hourly", bad)
+                    stray: dict[str, Any] = copy.deepcopy(EXAMPLES["capture_telemetry"])
+                    stray.update(site="de-site", unit_id=UNIT.unit_id, command_id="cap-unknown")
+                    out.send("capture_telemetry", "capture_telemetry", stray)
+
+            def covered() -> bool:
+                book, _ = folded(kafka)
+                hours = [a for a in book.hours.values() if a.obligation_mg]
+                return len(hours) == 48 and all(a.remaining_mg == 0 for a in hours)
+
+            wait_for(covered, timeout_s=120, what="every hour covered")
+        provider.close()
+
+    book, entries = folded(kafka)
+    # 1. obligations: the latest revision of every record x 1.1, to the milligram
+    expected: dict[tuple[str, int], int] = {}
+    for hour, g_per_kwh in intensity:
+        for tenant, kwh in TENANT_KWH.items():
+            used = 26.0 if (hour, tenant) == (intensity[3][0], "acme") else kwh
+            expected[(f"tenant:{tenant}", hour)] = round(used * g_per_kwh * 1.1 * 1000)
+    from_records: dict[tuple[str, int], int] = defaultdict(int)
+    parasitic: dict[tuple[str, int], int] = defaultdict(int)
+    for e in entries:
+        if e["kind"] in ("emission_hour", "emission_revision"):
+            source = json.loads(e["payload_json"]).get("source")
+            bucket = parasitic if source == "capture_parasitic" else from_records
+            bucket[(e["scope"], e["hour_start_ms"])] += round(e["quantity_g"] * 1000)
+    assert dict(from_records) == expected
+    for key, extra in parasitic.items():  # capture that emitted more than it captured
+        expected[key] += extra
+    obligations = {k: a.obligation_mg for k, a in book.hours.items()}
+    assert obligations == expected
+    allocated: dict[tuple[str, int], int] = defaultdict(int)
+    for e in entries:
+        if e["kind"] == "allocation":
+            allocated[(e["scope"], e["hour_start_ms"])] += round(e["quantity_g"] * 1000)
+    assert dict(allocated) == expected  # covered exactly, by capture plus retired credits
+    removed = sum(
+        round(e["quantity_g"] * 1000)
+        for e in entries
+        if e["kind"] in ("capture_delivery", "credit_retirement")
+    )
+    assert removed >= sum(expected.values())
+    assert {e["kind"] for e in entries} == {
+        "emission_hour",
+        "emission_revision",
+        "capture_delivery",
+        "credit_retirement",
+        "allocation",
+    }
+
+    # 2. capture ran exactly in the hours where its net removal was positive
+    commands = read(kafka, "capture_commands", "capture_command", 4)
+    running = {c["hour_start_ms"] for c in commands if c["action"] != "stop"}
+    assert running == {h for h, g in intensity if g < 1e6 / UNIT.electric_kwh_per_t}
+    assert all(
+        c["expected_capture_g"] > c["expected_parasitic_g"]
+        for c in commands
+        if c["action"] != "stop"
+    )
+    telemetry = read(kafka, "capture_telemetry", "capture_telemetry", 4)
+    last = max(c["issued_at_ms"] for c in commands)  # its hour may not be over yet
+    assert {t["command_id"] for t in telemetry} >= {
+        c["command_id"] for c in commands if c["issued_at_ms"] < last
+    }
+
+    # 3. orders: each bought once, each retired
+    orders = read(kafka, "removal_orders", "removal_order", 4)
+    final = {o["order_id"]: o for o in sorted(orders, key=lambda o: o["version"])}
+    assert final and all(o["status"] == "retired" for o in final.values())
+    assert len(sim.orders) == len(final)
+    assert all(len(o["serial_numbers"]) >= 1 and o["retired_at_ms"] for o in final.values())
+
+    # 4. bad input was dead-lettered with its reason, not settled
+    dead = read(kafka, "dead_letters", "dead_letter", 4)
+    assert {d["reason_code"] for d in dead if d["component"] == "actions"} == {
+        "negative_obligation",
+        "unknown_command",
+    }
+    assert ("tenant:initech", intensity[5][0]) not in book.hours
+
+    # 5. the ledger verifies from ClickHouse; editing any row names that row
+    sink = SinkSettings(kafka=kafka, clickhouse=clickhouse_settings, group_id=f"sink-{unique}")
+    with running_sink(sink):
+        wait_for(endpoint_file(clickhouse_settings).exists, what="the sink to own chDB")
+        wait_for(
+            lambda: (
+                run_query(clickhouse_settings, "SELECT count() FROM llcr.ledger").rows
+                == [[len(entries)]]
+            ),
+            what="the ledger in ClickHouse",
+        )
+    runner = CliRunner()
+    dsn = ["--dsn", clickhouse_settings.dsn]
+    ok = runner.invoke(root, ["ledger", "verify", *dsn])
+    assert ok.exit_code == 0 and f"{len(entries)} entries, chain intact" in ok.output
+    target = len(entries) // 2
+    from streams.store.client import connect
+
+    client = connect(clickhouse_settings)
+    client.command(
+        f"ALTER TABLE llcr.ledger UPDATE quantity_g = quantity_g + 1 WHERE seq = {target} "
+        "SETTINGS mutations_sync = 1"
+    )
+    client.close()
+    broken = runner.invoke(root, ["ledger", "verify", *dsn])
+    assert broken.exit_code == 1
+    assert f"BROKEN at seq {target}" in broken.output and "edited" in broken.output
+
+
+def test_a_provider_failing_half_its_calls_never_buys_twice(
+    topics: Topics, kafka: KafkaSettings, unique: str
+) -> None:
+    faults = Faults(fail_rate=0.25, timeout_rate=0.25, late_s=0.6, seed=7)
+    with SimProvider(faults=faults) as sim:
+        settings = ActionsSettings(
+            kafka=kafka,
+            group_id=f"actions-{unique}",
+            provider_url=sim.url,
+            provider_timeout_s=0.3,
+            tick_s=0.1,
+            poll_every_s=0.1,
+            min_lot_g=1,
+            latency_target_h=1,
+            order_lead_h=1,  # every residual is due at once: an order per round and scope
+        )
+        out = Publisher(kafka)
+        base = day_of_intensity()
+
+        def phase(rounds: range) -> None:
+            provider = CreditProvider(sim.url, timeout_s=settings.provider_timeout_s)
+            actions = Actions(settings, provider=provider)
+            with threads(actions.run):
+                for i in rounds:
+                    hour, g = base[i]
+                    for tenant in TENANT_KWH:
+                        out.send(
+                            "emissions_hourly", "emissions_hourly", hour_record(hour, tenant, g)
+                        )
+                    time.sleep(1.0)
+            provider.close()
+
+        phase(range(4))  # stopped with orders in flight; the next instance resumes them
+        phase(range(4, 8))
+
+        def settled() -> bool:
+            orders = read(kafka, "removal_orders", "removal_order", 4)
+            latest = {o["order_id"]: o for o in sorted(orders, key=lambda o: o["version"])}
+            return bool(latest) and all(
+                o["status"] in ("retired", "failed") for o in latest.values()
+            )
+
+        provider = CreditProvider(sim.url, timeout_s=settings.provider_timeout_s)
+        with threads(Actions(settings, provider=provider).run):
+            wait_for(settled, timeout_s=90, what="every order retired or failed")
+        provider.close()
+
+    orders = read(kafka, "removal_orders", "removal_order", 4)
+    latest = {o["order_id"]: o for o in sorted(orders, key=lambda o: o["version"])}
+    keys = {o["idempotency_key"] for o in latest.values()}
+    assert set(sim.orders) == keys  # one provider order per key: nothing bought twice
+    assert len({o.reference for o in sim.orders.values()}) == len(sim.orders)
+    assert all(
+        o["status"] == "retired" or (o["status"] == "failed" and o["reason"])
+        for o in latest.values()
+    )
+    assert sim.calls.get("fail", 0) > 0 and any("late" in k for k in sim.calls)
+    book, _ = folded(kafka)
+    retired = sum(o["quantity_g"] for o in latest.values() if o["status"] == "retired")
+    assert all(a.remaining_mg == 0 for a in book.hours.values())
+    assert retired * 1000 >= sum(a.obligation_mg for a in book.hours.values())

@@ -1,0 +1,181 @@
+"""Removal accounting without I/O: the ledger chain, obligations, allocation, capture."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.records import EmissionHour
+from streams.removal.capture import CaptureUnitConfig, plan, ramped_capture_g
+from streams.removal.core import (
+    HOUR_MS,
+    Book,
+    Policy,
+    RejectedError,
+    quarter_end_ms,
+    split_largest_remainder,
+)
+from streams.removal.ledger import Chain, verify
+from tests.examples import EXAMPLES, T0
+
+
+def emission(record_id: str, hour: int, grams: float, **changes: Any) -> EmissionHour:
+    r: Any = copy.deepcopy(EXAMPLES["emissions_hourly"])
+    r.update(record_id=record_id, hour_start_ms=hour, **changes)
+    r["average"]["emissions_g"] = grams
+    return r  # type: ignore[no-any-return]
+
+
+def chain_of(n: int) -> list[dict[str, Any]]:
+    chain = Chain()
+    return [
+        dict(
+            chain.append(
+                "capture_delivery",
+                "tenant:a",
+                float(i),
+                f"r{i}",
+                hour_start_ms=None,
+                payload={"i": i},
+                recorded_at_ms=i,
+            )
+        )
+        for i in range(n)
+    ]
+
+
+def test_the_chain_verifies_and_names_the_first_edited_missing_or_moved_entry() -> None:
+    entries = chain_of(6)
+    assert verify(entries) == (6, None)
+    edited = copy.deepcopy(entries)
+    edited[3]["quantity_g"] = 3.5
+    count, broken = verify(edited)
+    assert count == 3 and broken is not None and broken.seq == 3 and "edited" in broken.reason
+    rehashed = copy.deepcopy(edited)  # a forger who also recomputes the hash breaks the link
+    from streams.removal.ledger import entry_hash
+
+    rehashed[3]["hash"] = entry_hash(rehashed[3])
+    broken_link = verify(rehashed)[1]
+    assert broken_link is not None and broken_link.seq == 4 and "prev_hash" in broken_link.reason
+    missing = verify(entries[:2] + entries[3:])[1]
+    assert missing is not None and missing.seq == 3 and "missing" in missing.reason
+
+
+def test_quarter_end_is_the_hard_deadline() -> None:
+    assert quarter_end_ms(1_678_406_400_000) == 1_680_307_200_000  # 2023-03-10 -> 2023-04-01
+    assert quarter_end_ms(1_703_980_800_000) == 1_704_067_200_000  # 2023-12-31 -> 2024-01-01
+
+
+@given(st.integers(0, 10**9), st.dictionaries(st.text(max_size=3), st.integers(0, 10**7)))
+def test_largest_remainder_split_is_exact(total: int, weights: dict[str, int]) -> None:
+    parts = split_largest_remainder(total, weights)
+    if total and any(w > 0 for w in weights.values()):
+        assert sum(parts.values()) == total
+    else:
+        assert parts == {}
+
+
+def test_obligations_revisions_fifo_allocation_and_the_fold() -> None:
+    book = Book(Policy(buffer=0.1))
+    h1, h2 = T0, T0 + HOUR_MS
+    entries = book.record_emission(emission("a", h1, 100.0), 1)
+    entries += book.record_emission(emission("b", h2, 50.0), 2)
+    assert book.record_emission(emission("a", h1, 100.0), 3) == []  # a duplicate: nothing
+    tenant = EXAMPLES["emissions_hourly"]["tenant"]
+    scope = f"tenant:{tenant}"
+    assert book.hours[(scope, h1)].obligation_mg == 110_000
+    entries += book.record_removal(
+        "capture_delivery", {scope: 130_000}, "t1", removal_at_ms=5, payload={}, now_ms=5
+    )
+    entries += book.allocate(6)
+    # earliest hour first: h1 fully (110 g), the rest (20 g) to h2
+    assert book.hours[(scope, h1)].covered_mg == 110_000
+    assert book.hours[(scope, h1)].covered_at_ms == 6
+    assert book.hours[(scope, h2)].covered_mg == 20_000
+    # h1 revised down to 80 g: 22 g are released and go to h2
+    entries += book.record_emission(emission("a", h1, 80.0, status="revised", revision=1), 7)
+    assert entries[-1]["kind"] == "emission_revision" and entries[-1]["quantity_g"] == -22.0
+    entries += book.allocate(8)
+    assert book.hours[(scope, h1)].covered_mg == 88_000
+    assert book.hours[(scope, h2)].covered_mg == 42_000
+    assert book.uncovered_mg(scope) == 55_000 - 42_000
+    # the fold of the ledger rebuilds the same state
+    again = Book(Policy(buffer=0.1))
+    for entry in entries:
+        again.apply(entry)
+    assert again.hours == book.hours
+    assert again.chain == book.chain
+    assert [vars(lot) for lot in again.pool[scope]] == [vars(lot) for lot in book.pool[scope]]
+    assert verify(entries) == (len(entries), None)
+    assert json.loads(entries[0]["payload_json"])["intensity_event_ids"]
+
+
+def test_absurd_and_negative_obligations_are_rejected() -> None:
+    book = Book(Policy())
+    with pytest.raises(RejectedError) as negative:
+        book.record_emission(emission("n", T0, -5.0), 1)
+    assert negative.value.code == "negative_obligation"
+    with pytest.raises(RejectedError) as absurd:
+        book.record_emission(emission("x", T0, 5e12), 1)
+    assert absurd.value.code == "absurd_obligation"
+    assert book.chain.next_seq == 0
+
+
+UNIT = CaptureUnitConfig(
+    unit_id="u1",
+    capacity_kg_per_h=10,
+    thermal_kwh_per_t=2000,
+    electric_kwh_per_t=2700,
+    recoverable_heat_fraction=0.6,
+    min_net_g=1,
+)
+
+
+def test_capture_runs_only_when_net_removal_is_positive() -> None:
+    # 40 kWh IT -> 24 kWh heat -> 12 kg by heat; capacity 10 kg; obligation 16 kg
+    clean = plan(
+        UNIT,
+        it_energy_kwh=40,
+        obligation_g=16_000,
+        intensity_g_per_kwh=300,
+        previous_rate_g_per_h=0,
+    )
+    assert clean.action == "scale_up" and clean.expected_capture_g == 10_000
+    assert clean.expected_parasitic_g == pytest.approx(10_000 * 2700 / 1e6 * 300)
+    assert "capacity" in clean.reason
+    dirty = plan(
+        UNIT,
+        it_energy_kwh=40,
+        obligation_g=16_000,
+        intensity_g_per_kwh=380,  # 2.7 kWh/kg x 380 g/kWh > 1 kg per kg captured
+        previous_rate_g_per_h=10_000,
+    )
+    assert dirty.action == "stop" and dirty.target_rate_g_per_h == 0
+    by_heat = plan(
+        UNIT,
+        it_energy_kwh=10,
+        obligation_g=16_000,
+        intensity_g_per_kwh=100,
+        previous_rate_g_per_h=10_000,
+    )
+    assert by_heat.action == "scale_down" and by_heat.expected_capture_g == 3_000
+    small = plan(
+        UNIT,
+        it_energy_kwh=40,
+        obligation_g=500,
+        intensity_g_per_kwh=100,
+        previous_rate_g_per_h=0,
+    )
+    assert small.expected_capture_g == 500 and "obligation" in small.reason
+
+
+def test_ramping_capture_is_the_exact_integral() -> None:
+    # 0 -> 10 kg/h at 20 kg/h per hour: 0.5 h ramp (2.5 kg) + 0.5 h at 10 kg/h (5 kg)
+    assert ramped_capture_g(0, 10_000, 20_000, HOUR_MS) == (7_500, 10_000)
+    assert ramped_capture_g(10_000, 0, 20_000, HOUR_MS) == (2_500, 0)
+    assert ramped_capture_g(0, 10_000, 5_000, HOUR_MS) == (2_500, 5_000)  # never reaches it
