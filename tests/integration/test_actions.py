@@ -269,6 +269,22 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
             ),
             what="the ledger in ClickHouse",
         )
+    debt = run_query(
+        clickhouse_settings,
+        "SELECT count(), max(abs(debt_g)), sum(obligation_g) FROM llcr.carbon_debt_hourly",
+    ).rows[0]
+    assert debt[0] == 48 and debt[1] < 0.0005
+    assert abs(debt[2] - sum(expected.values()) / 1000) < 0.01
+    latency = run_query(
+        clickhouse_settings,
+        "SELECT countIf(covered_at IS NULL), min(latency_h), max(latency_h) "
+        "FROM llcr.removal_latency",
+    ).rows[0]
+    assert latency[0] == 0 and 0 <= latency[1] <= latency[2] <= 6
+    score = run_query(
+        clickhouse_settings, "SELECT min(score), max(score) FROM llcr.matching_score_daily"
+    ).rows[0]
+    assert 0 < score[0] <= score[1] <= 1
     runner = CliRunner()
     dsn = ["--dsn", clickhouse_settings.dsn]
     ok = runner.invoke(root, ["ledger", "verify", *dsn])
