@@ -8,6 +8,8 @@ process exactly as in production:
 * one sim GPU agent per host (``--hosts``, spread over ``--zones``), on a simulated clock
   that starts where the grid data starts and runs at the same speed;
 * the matching worker;
+* the removal service (`llcr actions run`), a simulated capture unit per site and the
+  simulated credit provider (a real HTTP server on 127.0.0.1);
 * the ClickHouse sink, which owns the chDB directory and answers `llcr query` meanwhile.
 
 It prints every final (and revised) hour as it is emitted, until Ctrl-C or --duration.
@@ -130,6 +132,14 @@ def up(
         spawn = _Spawner(stack, data_dir / "logs", env)
         # started first, stopped last: it stores what the others emit while stopping
         spawn("sink", ["sink"], LLCR_CLICKHOUSE__DSN=clickhouse.dsn)
+        removal_env = _removal_env(zone_list, start, speed)
+        spawn(
+            "provider-sim",
+            ["actions", "provider-sim", "--port", removal_env["LLCR_PROVIDER_URL"].split(":")[-1]],
+            **removal_env,
+        )
+        spawn("capture-sim", ["actions", "capture-sim"], **removal_env)
+        spawn("actions", ["actions", "run"], **removal_env)
         spawn(
             "worker",
             ["worker", "--loglevel", "warning"],
@@ -175,8 +185,9 @@ def up(
                 LLCR_SAMPLE_INTERVAL_S=str(max(0.02, 10.0 / speed)),
             )
         click.echo(
-            f"running   sink, worker, grid feeder ({len(files)} file(s)), {hosts} sim host(s) "
-            f"x {gpus} GPUs at {speed:g}x from {start}; logs in {data_dir / 'logs'}"
+            f"running   sink, removal (capture + credits), worker, grid feeder "
+            f"({len(files)} file(s)), {hosts} sim host(s) x {gpus} GPUs at {speed:g}x "
+            f"from {start}; logs in {data_dir / 'logs'}"
         )
         click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
         watcher = threading.Thread(target=_show_hours, args=(kafka, stop), daemon=True)
@@ -184,6 +195,7 @@ def up(
         stop.wait(duration)
         stop.set()
         watcher.join(5)
+        _show_removal(clickhouse)
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
     click.echo(f'query it: llcr query --dsn {clickhouse.dsn} "SELECT * FROM llcr.emissions"')
 
@@ -221,6 +233,64 @@ def _child(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> I
                 process.kill()
                 process.wait(5)
         log.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _removal_env(zones: list[str], start: str, speed: float) -> dict[str, str]:
+    """Settings of the removal processes: one sim capture unit per site, the sim provider,
+    the simulated clock of the agents, and deadlines short enough to see orders."""
+    import json
+
+    units = {
+        f"{zone.lower()}-site": {
+            "unit_id": f"{zone.lower()}-capture-1",
+            "capacity_kg_per_h": 0.5,
+            "thermal_kwh_per_t": 2000,
+            "electric_kwh_per_t": 2700,
+            "recoverable_heat_fraction": 0.6,
+            "min_net_g": 10,
+            "ramp_kg_per_h_per_h": 2,
+        }
+        for zone in zones
+    }
+    return {
+        "LLCR_CAPTURE_UNITS": json.dumps(units),
+        "LLCR_PROVIDER_URL": f"http://127.0.0.1:{_free_port()}",
+        "LLCR_SIM_START": start,
+        "LLCR_SIM_SPEED": str(speed),
+        "LLCR_MIN_LOT_G": "100",
+        "LLCR_LATENCY_TARGET_H": "6",
+        "LLCR_ORDER_LEAD_H": "1",
+        "LLCR_PLAN_QUIET_S": str(max(0.5, 30.0 / speed)),
+        "LLCR_CAPTURE_WINDOW_H": "2",
+    }
+
+
+def _show_removal(clickhouse: ClickHouseSettings) -> None:
+    """One line on removal so far, through the sink's query endpoint."""
+    from schemas.errors import LlcrError
+    from streams.sink.query import run_query
+
+    sql = (
+        "SELECT round(sum(obligation_g)), round(sum(removed_g)), round(sum(debt_g)), "
+        "countIf(debt_g <= 0.001), count() FROM llcr.carbon_debt_hourly"
+    )
+    try:
+        row = run_query(clickhouse, sql).rows[0]
+    except LlcrError as exc:
+        click.echo(f"removal   (not available: {exc})")
+        return
+    click.echo(
+        f"removal   obligation {row[0]} g, removed {row[1]} g, debt {row[2]} g; "
+        f"{row[3]} of {row[4]} scope-hours fully covered"
+    )
 
 
 def _shipped_grid_files() -> list[Path]:

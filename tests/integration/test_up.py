@@ -59,6 +59,26 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     assert stored >= len(finals) and stored >= during
     assert count(dsn, "SELECT uniqExact(record_id) FROM llcr.emissions_hourly") == stored
     assert count(dsn, "SELECT count() FROM llcr.gpu_samples FINAL") > 0
+    # the removal loop ran: obligations ledgered, capture commanded, the chain intact
+    assert "removal   obligation" in result.stdout
+    assert count(dsn, "SELECT count() FROM llcr.ledger FINAL WHERE kind = 'emission_hour'") > 0
+    assert count(dsn, "SELECT count() FROM llcr.capture_commands FINAL") > 0
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from schemas.cli import main; main()",
+            "ledger",
+            "verify",
+            "--dsn",
+            dsn,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stderr
 
 
 def count(dsn: str, sql: str) -> int:
