@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from schemas.cli import config_file
+from schemas.errors import LlcrError
 from streams.settings import ActionsSettings, SinkSettings, WorkerSettings
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
@@ -201,3 +204,28 @@ def ledger_verify(ctx: click.Context, source: str, dsn: str | None) -> None:
         err=True,
     )
     ctx.exit(1)
+
+
+@click.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("llcr-report.html"),
+    show_default=True,
+    help="HTML page (or .png for the image only).",
+)
+@click.option(
+    "--png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also a PNG."
+)
+@click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
+@click.pass_context
+def report(ctx: click.Context, out: Path, png: Path | None, dsn: str | None) -> None:
+    """Draw emissions vs removals, carbon debt, latency, top jobs and intensity."""
+    try:
+        from streams.report import write_report
+    except ImportError as exc:
+        raise LlcrError(
+            f"`llcr report` needs matplotlib: pip install 'llcr[report]' ({exc})"
+        ) from None
+    write_report(_sink_settings(ctx, dsn).clickhouse, out, png)
+    click.echo(f"wrote {out}" + (f" and {png}" if png else ""))

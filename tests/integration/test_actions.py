@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
@@ -134,7 +135,11 @@ def folded(kafka: KafkaSettings) -> tuple[Book, list[dict[str, Any]]]:
 
 
 def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it(
-    topics: Topics, kafka: KafkaSettings, unique: str, clickhouse_settings: ClickHouseSettings
+    topics: Topics,
+    kafka: KafkaSettings,
+    unique: str,
+    clickhouse_settings: ClickHouseSettings,
+    tmp_path: Path,
 ) -> None:
     intensity = day_of_intensity()
     assert len(intensity) == 24
@@ -289,6 +294,13 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
     dsn = ["--dsn", clickhouse_settings.dsn]
     ok = runner.invoke(root, ["ledger", "verify", *dsn])
     assert ok.exit_code == 0 and f"{len(entries)} entries, chain intact" in ok.output
+    # the report draws the run (no grid-intensity events were published in this test)
+    page, image = tmp_path / "report.html", tmp_path / "report.png"
+    drawn = runner.invoke(root, ["report", *dsn, "--out", str(page), "--png", str(image)])
+    assert drawn.exit_code == 0, drawn.output
+    text = page.read_text()
+    assert text.count("<svg") == 4 and "No data yet" in text and "Matching score" in text
+    assert image.read_bytes().startswith(b"\x89PNG")
     target = len(entries) // 2
     from streams.store.client import connect
 
