@@ -133,6 +133,7 @@ def actions_capture_sim(ctx: click.Context) -> None:
 
 
 @actions.command("provider-sim")
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 inside a container.")
 @click.option("--port", type=int, default=8700, show_default=True)
 @click.option("--fail-rate", type=float, default=0.0, help="Share of calls answered 500.")
 @click.option("--timeout-rate", type=float, default=0.0, help="Share answered too late.")
@@ -142,6 +143,7 @@ def actions_capture_sim(ctx: click.Context) -> None:
 def actions_provider_sim(
     ctx: click.Context,
     *,
+    host: str,
     port: int,
     fail_rate: float,
     timeout_rate: float,
@@ -160,6 +162,7 @@ def actions_provider_sim(
     stop = threading.Event()
     stop_on_signals(stop)
     with SimProvider(
+        host=host,
         port=port,
         faults=faults,
         delivery_delay_s=settings.provider_delivery_delay_s,

@@ -59,8 +59,10 @@ def plan(
     obligation_g: float,
     intensity_g_per_kwh: float,
     previous_rate_g_per_h: float,
+    running_h: float = float("inf"),
 ) -> CapturePlan:
-    """The command for one site-hour (see the module docstring)."""
+    """The command for one site-hour (see the module docstring). A unit that has run for
+    less than ``min_run_h`` holds its rate instead of stopping."""
     heat_kwh = unit.recoverable_heat_fraction * max(0.0, it_energy_kwh)
     by_heat = heat_kwh / unit.thermal_kwh_per_t * G_PER_T
     capacity = unit.capacity_kg_per_h * 1000
@@ -76,6 +78,15 @@ def plan(
             f"(capturable {capturable:.0f} g, parasitic {parasitic:.0f} g at "
             f"{intensity_g_per_kwh:.0f} g/kWh)"
         )
+        if previous_rate_g_per_h > 0 and running_h < unit.min_run_h:
+            held = previous_rate_g_per_h
+            return CapturePlan(
+                "hold",
+                held,
+                held,
+                held * unit.electric_kwh_per_t / G_PER_T * intensity_g_per_kwh,
+                f"minimum run time ({running_h:.1f} of {unit.min_run_h:g} h): {why}",
+            )
         return CapturePlan("stop", 0.0, 0.0, 0.0, why)
     action: Literal["scale_up", "scale_down", "hold"] = (
         "scale_up"

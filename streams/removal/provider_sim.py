@@ -60,6 +60,7 @@ class SimProvider:
     def __init__(
         self,
         *,
+        host: str = "127.0.0.1",
         port: int = 0,
         faults: Faults | None = None,
         delivery_delay_s: float = 0.0,
@@ -73,7 +74,7 @@ class SimProvider:
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
         self._random = random.Random(self.faults.seed)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
+        self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

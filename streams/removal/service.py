@@ -162,6 +162,7 @@ class Actions:
         self.last_record_at: dict[tuple[str, int], float] = {}  # site-hour -> monotonic
         self.planned: set[tuple[str, int]] = set()
         self.rates: dict[str, float] = {}  # unit id -> last commanded rate
+        self.running_since: dict[str, int] = {}  # unit id -> first hour of the current run
         self._producer: Any = None
 
     # -- start --------------------------------------------------------------------------
@@ -350,6 +351,7 @@ class Actions:
             obligation_g=site.obligation_mg / 1000,
             intensity_g_per_kwh=site.intensity_g_per_kwh,
             previous_rate_g_per_h=previous,
+            running_h=(site.hour_ms - self.running_since.get(unit_id, site.hour_ms)) / HOUR_MS,
         )
         if decision.action == "stop" and previous == 0.0:
             logger.info("no capture at %s for %d: %s", site.site, site.hour_ms, decision.reason)
@@ -368,6 +370,10 @@ class Actions:
             "issued_at_ms": now,
         }
         self.rates[unit_id] = decision.target_rate_g_per_h
+        if decision.target_rate_g_per_h <= 0:
+            self.running_since.pop(unit_id, None)
+        else:
+            self.running_since.setdefault(unit_id, site.hour_ms)
         self._remember_command(command)
         self.stats.commands += 1
         return command

@@ -156,6 +156,16 @@ def test_capture_runs_only_when_net_removal_is_positive() -> None:
         previous_rate_g_per_h=10_000,
     )
     assert dirty.action == "stop" and dirty.target_rate_g_per_h == 0
+    young = plan(
+        UNIT.model_copy(update={"min_run_h": 3}),
+        it_energy_kwh=40,
+        obligation_g=16_000,
+        intensity_g_per_kwh=380,
+        previous_rate_g_per_h=10_000,
+        running_h=1,
+    )
+    assert young.action == "hold" and young.target_rate_g_per_h == 10_000
+    assert "minimum run time" in young.reason and young.expected_net_g < 0
     by_heat = plan(
         UNIT,
         it_energy_kwh=10,
