@@ -86,3 +86,15 @@ def test_every_grafana_panel_query_runs(clickhouse: Any) -> None:
             assert target["datasource"]["uid"] == "llcr-clickhouse"
             sql = re.sub(r"\$__timeFilter\((\w+)\)", r"\1 IS NOT NULL", target["rawSql"])
             clickhouse.query(sql)  # raises on unknown tables, columns or syntax
+
+
+def test_every_example_query_in_the_analysts_guide_runs(clickhouse: Any) -> None:
+    import re
+    from pathlib import Path
+
+    apply_migrations(clickhouse, "llcr")
+    text = (Path(__file__).parents[2] / "docs/analysts.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    assert len(queries) >= 15
+    for sql in queries:
+        clickhouse.query(sql)
