@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "query": ("streams.cli:query", "Run SQL against the store, also while `up` runs."),
     "actions": ("streams.cli:actions", "Removal: capture, credits, ledger (llcr[streams])."),
     "ledger": ("streams.cli:ledger", "Verify the hash-chained removal ledger."),
+    "signals": ("streams.cli:signals", "Eco tier, routing and follow-the-sun (llcr[streams])."),
     "report": ("streams.cli:report", "HTML/PNG report of emissions, removal and debt."),
 }
 

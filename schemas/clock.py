@@ -24,3 +24,11 @@ def simulated_clock(start: str, speed: float) -> Callable[[], float]:
     origin_s = parse_time_ms(start) / 1000
     wall0 = time.monotonic()
     return lambda: origin_s + (time.monotonic() - wall0) * speed
+
+
+def clock_ms(sim_start: str | None, sim_speed: float) -> Callable[[], int]:
+    """Epoch milliseconds of the wall clock, or of a simulated one when ``sim_start``."""
+    if sim_start is None:
+        return lambda: int(time.time() * 1000)
+    seconds = simulated_clock(sim_start, sim_speed)
+    return lambda: int(seconds() * 1000)

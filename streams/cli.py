@@ -232,3 +232,25 @@ def report(ctx: click.Context, out: Path, png: Path | None, dsn: str | None) -> 
         ) from None
     write_report(_sink_settings(ctx, dsn).clickhouse, out, png)
     click.echo(f"wrote {out}" + (f" and {png}" if png else ""))
+
+
+@click.group()
+def signals() -> None:
+    """Carbon-aware signals: eco tier, intensity context, routing, follow-the-sun."""
+
+
+@signals.command("run")
+@click.pass_context
+def signals_run(ctx: click.Context) -> None:
+    """Publish eco-tier and context signals; serve the routing and follow-the-sun API."""
+    import threading
+
+    from schemas.clock import clock_ms
+    from streams.process import stop_on_signals
+    from streams.settings import SignalsSettings
+    from streams.signals.service import run_signals
+
+    settings = SignalsSettings.load(config_file(ctx))
+    stop = threading.Event()
+    stop_on_signals(stop)
+    run_signals(settings, stop, clock_ms(settings.sim_start, settings.sim_speed))

@@ -118,3 +118,22 @@ class ActionsSettings(LlcrSettings):
     provider_delivery_delay_s: float = Field(
         default=600.0, ge=0, description="provider-sim: delivery delay on its clock."
     )
+
+
+class SignalsSettings(LlcrSettings):
+    """`llcr signals run`: eco tier, intensity context, routing and follow-the-sun API."""
+
+    group_id: str = "llcr-signals"
+    variant: Literal["direct", "lifecycle"] = "lifecycle"
+    window_h: int = Field(default=336, ge=24, description="Rolling percentile window.")
+    enter_pct: float = Field(default=70.0, ge=0, le=100)
+    leave_pct: float = Field(default=55.0, ge=0, le=100)
+    enter_g: float | None = None
+    leave_g: float | None = None
+    min_dwell_h: float = Field(default=3.0, ge=0)
+    min_history_h: int = Field(default=24, ge=1)
+    stale_after_h: float = Field(default=3.0, gt=0)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8710
+    sim_start: str | None = None
+    sim_speed: float = Field(default=1.0, gt=0)

@@ -10,17 +10,16 @@ what idempotency keys are for), ``wrong_quantity_rate`` confirms a different qua
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from streams.jsonhttp import JsonServer, Reply, json_body
 from streams.removal.provider import PERMANENT_METHODS, grams, kg
 
 logger = logging.getLogger(__name__)
@@ -74,24 +73,26 @@ class SimProvider:
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
         self._random = random.Random(self.faults.seed)
-        self._server = ThreadingHTTPServer((host, port), _handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = JsonServer(self._serve, host=host, port=port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def __enter__(self) -> SimProvider:
-        self._thread.start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
-    def serve_forever(self) -> None:
-        self._server.serve_forever()
+    def _serve(self, method: str, path: str, headers: Mapping[str, str], raw: bytes) -> Reply:
+        try:
+            body = json_body(raw)
+        except ValueError:
+            body = None
+        status, answer, late = self.handle(method, path, headers.get("idempotency-key"), body)
+        return Reply(status, answer, self.faults.late_s if late else 0.0)
 
     def _count(self, what: str) -> None:
         self.calls[what] = self.calls.get(what, 0) + 1
@@ -186,39 +187,3 @@ class SimProvider:
             "sequestered_at": _iso(order.created_ms) if delivered else None,
             "retired_at": _iso(order.retired_ms),
         }
-
-
-def _handler(sim: SimProvider) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = None
-            status, answer, late = sim.handle(
-                method, self.path, self.headers.get("Idempotency-Key"), body
-            )
-            if late:
-                time.sleep(sim.faults.late_s)
-            data = json.dumps(answer).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:  # the client gave up waiting (an injected timeout)
-                pass
-
-        def do_GET(self) -> None:
-            self._serve("GET")
-
-        def do_POST(self) -> None:
-            self._serve("POST")
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("provider-sim: " + format, *args)
-
-    return Handler

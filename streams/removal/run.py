@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-from schemas.clock import simulated_clock
+from schemas.clock import clock_ms
 from schemas.codec import make_codec
 from schemas.topics import spec
 from streams.removal.provider import CreditProvider
@@ -25,12 +25,7 @@ LEDGER_SQL = (
 
 def clock_of(settings: ActionsSettings) -> Callable[[], int]:
     """Epoch ms of the configured clock: simulated (``sim_start``) or the wall clock."""
-    import time
-
-    if settings.sim_start is None:
-        return lambda: int(time.time() * 1000)
-    seconds = simulated_clock(settings.sim_start, settings.sim_speed)
-    return lambda: int(seconds() * 1000)
+    return clock_ms(settings.sim_start, settings.sim_speed)
 
 
 def run_actions(settings: ActionsSettings, stop: threading.Event) -> ActionStats:

@@ -14,15 +14,15 @@ import json
 import logging
 import os
 import re
-import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal
 
 from schemas.errors import InfrastructureError, LlcrError
+from streams.jsonhttp import JsonServer, Reply, error
 from streams.settings import ClickHouseSettings
 from streams.sink.store import Store
 from streams.store.client import connect, embedded_dir, is_embedded
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 Format = Literal["table", "csv", "json"]
 _READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
 _COMMENTS = re.compile(r"(--[^\n]*\n)|(/\*.*?\*/)", re.S)
-MAX_BODY = 1_000_000
 
 
 class QueryError(LlcrError):
@@ -88,62 +87,33 @@ class QueryServer:
     def __init__(self, store: Store, settings: ClickHouseSettings, port: int = 0) -> None:
         self._store = store
         self._file = endpoint_file(settings)
-        handler = _handler(store)
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="llcr-query", daemon=True
-        )
+        self._server = JsonServer(self._handle, port=port)
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
+
+    def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        if (method, path) != ("POST", "/query"):
+            return error(404, "POST /query")
+        sql = body.decode("utf-8", "replace")
+        try:
+            check_read_only(sql)
+            columns, types, rows = self._store.query(sql)
+        except QueryError as exc:
+            return error(403, str(exc))
+        except Exception as exc:  # the analyst sees ClickHouse's message
+            return error(400, str(exc).split("\n")[0][:2000])
+        return Reply(200, {"columns": columns, "types": types, "rows": plain(rows)})
 
     def __enter__(self) -> QueryServer:
-        self._thread.start()
+        self._server.start()
         self._file.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._file.unlink(missing_ok=True)
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _handler(store: Store) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            if self.path != "/query":
-                self._reply(404, {"error": "POST /query"})
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._reply(413, {"error": "query too long"})
-                return
-            sql = self.rfile.read(length).decode("utf-8", "replace")
-            try:
-                check_read_only(sql)
-                columns, types, rows = store.query(sql)
-            except QueryError as exc:
-                self._reply(403, {"error": str(exc)})
-                return
-            except Exception as exc:  # the analyst sees ClickHouse's message
-                self._reply(400, {"error": str(exc).split("\n")[0][:2000]})
-                return
-            self._reply(200, {"columns": columns, "types": types, "rows": plain(rows)})
-
-        def _reply(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("query endpoint: " + format, *args)
-
-    return Handler
+        self._server.close()
 
 
 def run_query(settings: ClickHouseSettings, sql: str, timeout_s: float = 120.0) -> Result:

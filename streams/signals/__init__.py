@@ -1,0 +1,1 @@
+"""Carbon-aware signals: eco tier, follow-the-sun, carbon-weighted routing."""

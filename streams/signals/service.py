@@ -1,0 +1,370 @@
+"""`llcr signals run`: the eco tier and intensity context on the signals topic, and an HTTP
+API for routing and follow-the-sun on the request path.
+
+The service consumes ``grid.intensity`` and keeps, per zone, the newest revision of every
+hourly period of the average signal (in the configured variant) and of the marginal one.
+
+* Each new measured/estimated hour of the average signal moves the zone's
+  :class:`~streams.signals.core.EcoTier`; the decision is published (``eco_mode``) with its
+  reason, hourly and on every change. A zone without fresh intensity (older than
+  ``stale_after_h``) is published as ``unknown``.
+* When both signals exist for a zone-hour, an ``intensity_context`` signal gives both
+  and their ratio.
+* ``POST /v1/route`` ranks candidates (:func:`~streams.signals.core.rank`) with the
+  zones' fresh intensity and publishes the decision (``routing_decision``) with the
+  expected carbon saved against the lowest-latency candidate, so its effect can be audited
+  in ClickHouse. ``POST /v1/follow-the-sun`` and ``GET /v1/eco/{zone}`` answer from the
+  same state. Errors are 4xx with ``{"error": ...}``; nothing is guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from schemas.clock import parse_time_ms
+from schemas.codec import Codec, make_codec
+from schemas.records import CarbonSignal, GridIntensityEvent
+from schemas.topics import spec
+from streams.jsonhttp import JsonServer, Reply, error, json_body
+from streams.settings import SignalsSettings
+from streams.signals.core import (
+    HOUR_MS,
+    Candidate,
+    EcoDecision,
+    EcoPolicy,
+    EcoTier,
+    FlexibleJob,
+    SignalInputError,
+    Weights,
+    follow_the_sun,
+    rank,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ZoneState:
+    tier: EcoTier
+    average: dict[int, tuple[int, float, str]] = field(default_factory=dict)  # hour -> rev, g, kind
+    marginal: dict[int, tuple[int, float]] = field(default_factory=dict)
+    last: EcoDecision | None = None
+
+
+class Signals:
+    """State and decisions; thread-safe (the HTTP API reads while the consumer writes)."""
+
+    def __init__(
+        self,
+        settings: SignalsSettings,
+        *,
+        clock_ms: Callable[[], int],
+        publish: Callable[[CarbonSignal], None],
+    ) -> None:
+        self.settings = settings
+        self.clock_ms = clock_ms
+        self.publish = publish
+        self.policy = EcoPolicy(
+            window_h=settings.window_h,
+            enter_pct=settings.enter_pct,
+            leave_pct=settings.leave_pct,
+            enter_g=settings.enter_g,
+            leave_g=settings.leave_g,
+            min_dwell_h=settings.min_dwell_h,
+            min_history_h=settings.min_history_h,
+            stale_after_h=settings.stale_after_h,
+        )
+        self.zones: dict[str, ZoneState] = {}
+        self._lock = threading.Lock()
+
+    # -- intensity in -------------------------------------------------------------------
+
+    def on_intensity(self, event: GridIntensityEvent) -> None:
+        if event["period_end_ms"] - event["period_start_ms"] != HOUR_MS:
+            return  # the tier works on hourly periods (sub-hourly providers: documented)
+        with self._lock:
+            zone = self.zones.setdefault(
+                event["zone"], ZoneState(EcoTier(event["zone"], self.policy))
+            )
+            hour, value = event["period_start_ms"], event["intensity_g_per_kwh"]
+            if event["signal"] == "marginal":
+                if zone.marginal.get(hour, (-1, 0.0))[0] < event["revision"]:
+                    zone.marginal[hour] = (event["revision"], value)
+                    self._context(event["zone"], zone, hour)
+                return
+            if event["variant"] != self.settings.variant:
+                return
+            if zone.average.get(hour, (-1, 0.0, ""))[0] >= event["revision"]:
+                return
+            zone.average[hour] = (event["revision"], value, event["kind"])
+            self._context(event["zone"], zone, hour)
+            fresh = event["kind"] != "forecast"
+            if fresh and (zone.tier.last_at_ms is None or hour > zone.tier.last_at_ms):
+                decision = zone.tier.observe(hour, value)
+                zone.last = decision
+                self.publish(self._eco_signal(decision))
+            self._trim(zone)
+
+    def _trim(self, zone: ZoneState) -> None:
+        horizon = (zone.tier.last_at_ms or 0) - (self.policy.window_h + 24 * 8) * HOUR_MS
+        for series in (zone.average, zone.marginal):
+            for hour in [h for h in series if h < horizon]:
+                del series[hour]
+
+    def _context(self, name: str, zone: ZoneState, hour: int) -> None:
+        if hour not in zone.average or hour not in zone.marginal:
+            return
+        average, marginal = zone.average[hour][1], zone.marginal[hour][1]
+        payload = {"average_g_per_kwh": average, "marginal_g_per_kwh": marginal}
+        if average > 0:
+            payload["marginal_over_average"] = marginal / average
+        self.publish(
+            {
+                "signal_id": f"context:{name}:{hour}",
+                "kind": "intensity_context",
+                "zone": name,
+                "mode": None,
+                "intensity_g_per_kwh": average,
+                "percentile": None,
+                "reason": f"marginal {marginal:.0f} vs average {average:.0f} g/kWh",
+                "valid_from_ms": hour,
+                "valid_until_ms": hour + HOUR_MS,
+                "payload_json": json.dumps(payload),
+                "issued_at_ms": self.clock_ms(),
+            }
+        )
+
+    def _eco_signal(self, d: EcoDecision) -> CarbonSignal:
+        return {
+            "signal_id": f"eco:{d.zone}:{d.at_ms}:{d.mode}",
+            "kind": "eco_mode",
+            "zone": d.zone,
+            "mode": d.mode,
+            "intensity_g_per_kwh": d.intensity_g_per_kwh,
+            "percentile": d.percentile,
+            "reason": d.reason,
+            "valid_from_ms": d.at_ms,
+            "valid_until_ms": None,
+            "payload_json": json.dumps({"changed": d.changed}),
+            "issued_at_ms": self.clock_ms(),
+        }
+
+    def check_stale(self) -> None:
+        now = self.clock_ms()
+        with self._lock:
+            for zone in self.zones.values():
+                if zone.last is not None and zone.last.mode == "unknown":
+                    continue
+                decision = zone.tier.stale(now)
+                if decision is not None:
+                    zone.last = decision
+                    self.publish(self._eco_signal(decision))
+
+    # -- answers ------------------------------------------------------------------------
+
+    def fresh_intensity(self) -> dict[str, float]:
+        now = self.clock_ms()
+        limit = self.policy.stale_after_h * HOUR_MS
+        found = {}
+        for name, zone in self.zones.items():
+            at = zone.tier.last_at_ms
+            if at is not None and now - at <= limit:
+                found[name] = zone.average[at][1]
+        return found
+
+    def eco(self, zone: str) -> dict[str, Any]:
+        with self._lock:
+            state = self.zones.get(zone)
+            if state is None:
+                raise KeyError(zone)
+            stale = state.tier.stale(self.clock_ms())
+            decision = stale or state.last
+        if decision is None:
+            return {"zone": zone, "mode": "unknown", "reason": "no decision yet"}
+        return {k: v for k, v in asdict(decision).items() if k != "changed"}
+
+    def route(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            candidates = [
+                Candidate(str(c["node"]), str(c["zone"]), float(c["latency_ms"]))
+                for c in request["candidates"]
+            ]
+            weights = Weights(**request.get("weights", {}))
+            energy = float(request.get("energy_kwh", 0.0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SignalInputError(f"malformed request: {exc}") from None
+        with self._lock:
+            intensity = self.fresh_intensity()
+        ranked = rank(candidates, intensity, weights)
+        fastest = min(ranked, key=lambda r: (r.latency_ms, r.node))
+        chosen = ranked[0]
+        saved = (fastest.intensity_g_per_kwh - chosen.intensity_g_per_kwh) * energy
+        decision_id = str(uuid.uuid4())
+        answer = {
+            "decision_id": decision_id,
+            "chosen": asdict(chosen),
+            "ranked": [asdict(r) for r in ranked],
+            "excluded_by_slo": len(candidates) - len(ranked),
+            "baseline": asdict(fastest),
+            "expected_saved_g": saved,
+        }
+        self.publish(
+            {
+                "signal_id": f"route:{decision_id}",
+                "kind": "routing_decision",
+                "zone": chosen.zone,
+                "mode": None,
+                "intensity_g_per_kwh": chosen.intensity_g_per_kwh,
+                "percentile": None,
+                "reason": f"{chosen.node} over {fastest.node}: {saved:.3f} g saved",
+                "valid_from_ms": self.clock_ms(),
+                "valid_until_ms": None,
+                "payload_json": json.dumps(
+                    {"request": request, "chosen": answer["chosen"], "expected_saved_g": saved}
+                ),
+                "issued_at_ms": self.clock_ms(),
+            }
+        )
+        return answer
+
+    def follow_the_sun(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            zones = tuple(str(z) for z in request["zones"])
+            job = FlexibleJob(
+                energy_kwh=float(request["energy_kwh"]),
+                duration_h=int(request["duration_h"]),
+                earliest_start_ms=parse_time_ms(str(request["earliest_start"])),
+                deadline_ms=parse_time_ms(str(request["deadline"])),
+                zones=zones,
+                home_zone=str(request.get("home_zone", zones[0] if zones else "")),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise SignalInputError(f"malformed request: {exc}") from None
+        with self._lock:
+            series, basis = self._series(job)
+        answer = follow_the_sun(job, series, self.clock_ms())
+        best = answer.best
+        return {
+            "zone": best.zone,
+            "start": _iso(best.start_ms),
+            "expected_g": best.emissions_g,
+            "now_at_home_g": answer.now_at_home.emissions_g if answer.now_at_home else None,
+            "expected_saving_g": answer.saving_g,
+            "basis": basis,
+            "windows_considered": answer.candidates,
+        }
+
+    def _series(self, job: FlexibleJob) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+        """Hourly values per zone: forecasts and measurements as published; hours beyond
+        them are filled from the same hour a week earlier (history), and say so."""
+        series: dict[str, dict[int, float]] = {}
+        basis: dict[str, str] = {}
+        for name in job.zones:
+            zone = self.zones.get(name)
+            if zone is None:
+                continue
+            known = {h: v[1] for h, v in zone.average.items()}
+            hours = dict(known)
+            filled = 0
+            hour = job.earliest_start_ms // HOUR_MS * HOUR_MS
+            while hour < job.deadline_ms:
+                if hour not in hours and hour - 7 * 24 * HOUR_MS in known:
+                    hours[hour] = known[hour - 7 * 24 * HOUR_MS]
+                    filled += 1
+                hour += HOUR_MS
+            series[name] = hours
+            has_forecast = any(v[2] == "forecast" for v in zone.average.values())
+            basis[name] = "history" if filled else ("forecast" if has_forecast else "measured")
+        return series, basis
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        try:
+            if method == "GET" and path.startswith("/v1/eco/"):
+                return Reply(200, self.eco(path.removeprefix("/v1/eco/")))
+            if method == "POST" and path == "/v1/route":
+                return Reply(200, self.route(_object(body)))
+            if method == "POST" and path == "/v1/follow-the-sun":
+                return Reply(200, self.follow_the_sun(_object(body)))
+        except KeyError as exc:
+            return error(404, f"unknown zone {exc.args[0]}")
+        except (SignalInputError, ValueError) as exc:
+            return error(422 if isinstance(exc, SignalInputError) else 400, str(exc))
+        return error(404, "GET /v1/eco/{zone}, POST /v1/route, POST /v1/follow-the-sun")
+
+
+def _object(body: bytes) -> Mapping[str, Any]:
+    parsed = json_body(body)
+    if not isinstance(parsed, dict):
+        raise ValueError("body must be a JSON object")
+    return parsed
+
+
+def _iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def run_signals(
+    settings: SignalsSettings,
+    stop: threading.Event,
+    clock_ms: Callable[[], int],
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Consume intensity, publish signals, serve the API until ``stop``; ``on_ready`` gets
+    the API's URL once it listens."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+    kafka = settings.kafka
+    codec: Codec = make_codec(kafka.framing, kafka.registry_ids)
+    producer = Producer({**kafka.librdkafka(), "linger.ms": "20"})
+    topic = kafka.topics.name("signals")
+
+    def publish(signal: CarbonSignal) -> None:
+        key = (signal["zone"] or signal["kind"]).encode()
+        producer.produce(topic, codec.encode("carbon_signal", signal), key=key)
+        producer.poll(0)
+
+    signals = Signals(settings, clock_ms=clock_ms, publish=publish)
+    # no consumer group: every instance folds the whole retained intensity topic itself
+    consumer = Consumer(
+        {**kafka.librdkafka(), "group.id": settings.group_id, "enable.auto.commit": "false"}
+    )
+    topic_name = kafka.topics.name("intensity")
+    consumer.assign(
+        [
+            TopicPartition(topic_name, p, OFFSET_BEGINNING)
+            for p in range(spec("intensity").partitions)
+        ]
+    )
+    server = JsonServer(signals.handle, host=settings.api_host, port=settings.api_port)
+    server.start()
+    logger.info("signals API on %s", server.url)
+    if on_ready is not None:
+        on_ready(server.url)
+    next_stale = 0.0
+    try:
+        while not stop.is_set():
+            for message in consumer.consume(num_messages=500, timeout=0.2):
+                if message.error() is None:
+                    try:
+                        event: Any = codec.decode("grid_intensity", message.value() or b"")
+                        signals.on_intensity(event)
+                    except Exception as exc:  # a bad event must not stop the signals
+                        logger.warning("intensity event skipped: %s", exc)
+            if time.monotonic() >= next_stale:
+                signals.check_stale()
+                next_stale = time.monotonic() + 5
+    finally:
+        server.close()
+        consumer.close()
+        producer.flush(10)
