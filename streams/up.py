@@ -10,6 +10,7 @@ process exactly as in production:
 * the matching worker;
 * the removal service (`llcr actions run`), a simulated capture unit per site and the
   simulated credit provider (a real HTTP server on 127.0.0.1);
+* the signals service (`llcr signals run`): eco tier per zone and the routing API;
 * the ClickHouse sink, which owns the chDB directory and answers `llcr query` meanwhile.
 
 It prints every final (and revised) hour as it is emitted, until Ctrl-C or --duration.
@@ -140,6 +141,14 @@ def up(
         )
         spawn("capture-sim", ["actions", "capture-sim"], **removal_env)
         spawn("actions", ["actions", "run"], **removal_env)
+        signals_port = _free_port()
+        spawn(
+            "signals",
+            ["signals", "run"],
+            LLCR_API_PORT=str(signals_port),
+            LLCR_SIM_START=start,
+            LLCR_SIM_SPEED=str(speed),
+        )
         spawn(
             "worker",
             ["worker", "--loglevel", "warning"],
@@ -188,6 +197,9 @@ def up(
             f"running   sink, removal (capture + credits), worker, grid feeder "
             f"({len(files)} file(s)), {hosts} sim host(s) x {gpus} GPUs at {speed:g}x "
             f"from {start}; logs in {data_dir / 'logs'}"
+        )
+        click.echo(
+            f"signals   http://127.0.0.1:{signals_port}/v1/eco/{zone_list[0]} (and /v1/route)"
         )
         click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
         watcher = threading.Thread(target=_show_hours, args=(kafka, stop), daemon=True)

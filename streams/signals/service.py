@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from streams.signals.core import (
     EcoPolicy,
     EcoTier,
     FlexibleJob,
+    Ranked,
     SignalInputError,
     Weights,
     follow_the_sun,
@@ -209,10 +211,10 @@ class Signals:
         decision_id = str(uuid.uuid4())
         answer = {
             "decision_id": decision_id,
-            "chosen": asdict(chosen),
-            "ranked": [asdict(r) for r in ranked],
+            "chosen": _ranked(chosen),
+            "ranked": [_ranked(r) for r in ranked],  # not asdict(): 10x slower here
             "excluded_by_slo": len(candidates) - len(ranked),
-            "baseline": asdict(fastest),
+            "baseline": _ranked(fastest),
             "expected_saved_g": saved,
         }
         self.publish(
@@ -301,6 +303,16 @@ class Signals:
         return error(404, "GET /v1/eco/{zone}, POST /v1/route, POST /v1/follow-the-sun")
 
 
+def _ranked(r: Ranked) -> dict[str, Any]:
+    return {
+        "node": r.node,
+        "zone": r.zone,
+        "latency_ms": r.latency_ms,
+        "intensity_g_per_kwh": r.intensity_g_per_kwh,
+        "score": r.score,
+    }
+
+
 def _object(body: bytes) -> Mapping[str, Any]:
     parsed = json_body(body)
     if not isinstance(parsed, dict):
@@ -329,12 +341,20 @@ def run_signals(
     producer = Producer({**kafka.librdkafka(), "linger.ms": "20"})
     topic = kafka.topics.name("signals")
 
-    def publish(signal: CarbonSignal) -> None:
-        key = (signal["zone"] or signal["kind"]).encode()
-        producer.produce(topic, codec.encode("carbon_signal", signal), key=key)
+    outbox: queue.SimpleQueue[CarbonSignal] = queue.SimpleQueue()
+
+    def drain() -> None:
+        """Publish what the API and the tier decided (off the request path)."""
+        while True:
+            try:
+                signal = outbox.get_nowait()
+            except queue.Empty:
+                break
+            key = (signal["zone"] or signal["kind"]).encode()
+            producer.produce(topic, codec.encode("carbon_signal", signal), key=key)
         producer.poll(0)
 
-    signals = Signals(settings, clock_ms=clock_ms, publish=publish)
+    signals = Signals(settings, clock_ms=clock_ms, publish=outbox.put)
     # no consumer group: every instance folds the whole retained intensity topic itself
     consumer = Consumer(
         {**kafka.librdkafka(), "group.id": settings.group_id, "enable.auto.commit": "false"}
@@ -354,7 +374,7 @@ def run_signals(
     next_stale = 0.0
     try:
         while not stop.is_set():
-            for message in consumer.consume(num_messages=500, timeout=0.2):
+            for message in consumer.consume(num_messages=500, timeout=0.05):
                 if message.error() is None:
                     try:
                         event: Any = codec.decode("grid_intensity", message.value() or b"")
@@ -364,7 +384,9 @@ def run_signals(
             if time.monotonic() >= next_stale:
                 signals.check_stale()
                 next_stale = time.monotonic() + 5
+            drain()
     finally:
         server.close()
         consumer.close()
+        drain()
         producer.flush(10)

@@ -63,6 +63,7 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     assert "removal   obligation" in result.stdout
     assert count(dsn, "SELECT count() FROM llcr.ledger FINAL WHERE kind = 'emission_hour'") > 0
     assert count(dsn, "SELECT count() FROM llcr.capture_commands FINAL") > 0
+    assert count(dsn, "SELECT count() FROM llcr.signals FINAL WHERE kind = 'eco_mode'") > 0
     verified = subprocess.run(
         [
             sys.executable,
