@@ -71,8 +71,7 @@ def api(topics: Topics, kafka: KafkaSettings, unique: str) -> Iterator[httpx.Cli
             def ready() -> bool:
                 answers = [client.get(f"/v1/eco/{zone}") for zone in ("DE", "FR")]
                 return all(
-                    a.status_code == 200 and a.json().get("at_ms") == END - HOUR_MS
-                    for a in answers
+                    a.status_code == 200 and a.json().get("at_ms") == END - HOUR_MS for a in answers
                 )
 
             wait_for(ready, what="the month to be consumed")

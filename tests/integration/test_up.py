@@ -52,7 +52,15 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     finals = [line.split() for line in result.stdout.splitlines() if line.startswith("final")]
     assert finals, result.stdout + (data / "logs" / "worker.log").read_text()[-2000:]
     assert {f[3] for f in finals} == {"sim-de-0", "sim-fr-1"}
-    assert all(f[-3] == "gCO2e" and float(f[-4]) >= 0 for f in finals), result.stdout
+    # (on a loaded machine the feeder can lag the agents: an hour may close before its
+    # intensity arrives, and is then revised with it; nothing stays unpriced but the last)
+    lines = [
+        line.split() for line in result.stdout.splitlines() if line.startswith(("final", "revised"))
+    ]
+    priced = {tuple(f[1:7]) for f in lines if f[-3] == "gCO2e" and float(f[-4]) >= 0}
+    last_hour = max((f[1], f[2]) for f in lines)
+    unpriced = {tuple(f[1:7]) for f in finals if f[-3] != "gCO2e"}
+    assert priced and all(k in priced or (k[0], k[1]) == last_hour for k in unpriced), result.stdout
     # after it: the sink stored every hour that was emitted (the live view may stop before
     # the last ones print), each once
     stored = count(dsn, "SELECT count() FROM llcr.emissions_hourly FINAL")
