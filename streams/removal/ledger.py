@@ -16,18 +16,7 @@ from typing import Any
 from schemas.records import LedgerEntry, LedgerKind
 
 GENESIS = "0" * 64
-_HASHED = (
-    "seq",
-    "entry_id",
-    "kind",
-    "scope",
-    "hour_start_ms",
-    "quantity_g",
-    "ref_id",
-    "payload_json",
-    "recorded_at_ms",
-    "prev_hash",
-)
+_HASHED = tuple(name for name in LedgerEntry.__annotations__ if name != "hash")
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:

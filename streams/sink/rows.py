@@ -12,6 +12,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas.records import (
+    CaptureCommand,
+    CaptureTelemetry,
+    CarbonSignal,
+    DeadLetter,
+    GridIntensityEvent,
+    LedgerEntry,
+    LiveEmission,
+    RemovalOrder,
+)
 from schemas.topics import TopicKey
 
 Row = tuple[Any, ...]
@@ -196,121 +206,20 @@ def _simple(topic: TopicKey, table: str, *fields: str) -> TableMap:
     return TableMap(topic, table, _columns(*fields), _fields(*fields))
 
 
-_INTENSITY = (
-    "event_id",
-    "zone",
-    "period_start_ms",
-    "period_end_ms",
-    "intensity_g_per_kwh",
-    "signal",
-    "variant",
-    "provider",
-    "kind",
-    "estimation_method",
-    "revision",
-    "published_at_ms",
-)
-_LIVE = (
-    "record_id",
-    "hour_start_ms",
-    "host",
-    "site",
-    "zone",
-    "gpu_uuid",
-    "job_id",
-    "tenant",
-    "energy_mj",
-    "emissions_average_g",
-    "emissions_marginal_g",
-    "coverage",
-    "as_of_ms",
-    "computed_at_ms",
-)
-_COMMAND = (
-    "command_id",
-    "site",
-    "unit_id",
-    "hour_start_ms",
-    "action",
-    "target_rate_g_per_h",
-    "expected_capture_g",
-    "expected_parasitic_g",
-    "intensity_g_per_kwh",
-    "reason",
-    "issued_at_ms",
-)
-_TELEMETRY = (
-    "telemetry_id",
-    "unit_id",
-    "site",
-    "command_id",
-    "period_start_ms",
-    "period_end_ms",
-    "captured_g",
-    "electric_kwh",
-    "thermal_kwh",
-    "rate_g_per_h",
-    "state",
-    "reported_at_ms",
-)
-_ORDER = (
-    "order_id",
-    "idempotency_key",
-    "scope",
-    "method",
-    "quantity_g",
-    "status",
-    "provider",
-    "provider_order_id",
-    "serial_numbers",
-    "retired_at_ms",
-    "sequestered_at_ms",
-    "deadline_ms",
-    "hour_starts_ms",
-    "price_per_t",
-    "currency",
-    "reason",
-    "version",
-    "updated_at_ms",
-)
-_LEDGER = (
-    "seq",
-    "entry_id",
-    "kind",
-    "scope",
-    "hour_start_ms",
-    "quantity_g",
-    "ref_id",
-    "payload_json",
-    "recorded_at_ms",
-    "prev_hash",
-    "hash",
-)
-_SIGNAL = (
-    "signal_id",
-    "kind",
-    "zone",
-    "mode",
-    "intensity_g_per_kwh",
-    "percentile",
-    "reason",
-    "valid_from_ms",
-    "valid_until_ms",
-    "payload_json",
-    "issued_at_ms",
-)
-_DEAD = (
-    "dead_letter_id",
-    "component",
-    "source_topic",
-    "source_partition",
-    "source_offset",
-    "reason_code",
-    "reason",
-    "key",
-    "value",
-    "failed_at_ms",
-)
+def fields_of(record_type: type) -> tuple[str, ...]:
+    """A record's field names in schema order (the TypedDicts follow the .avsc files, and
+    tests/unit/test_records_match_avsc.py keeps them so)."""
+    return tuple(record_type.__annotations__)
+
+
+_INTENSITY = fields_of(GridIntensityEvent)
+_LIVE = fields_of(LiveEmission)
+_COMMAND = fields_of(CaptureCommand)
+_TELEMETRY = fields_of(CaptureTelemetry)
+_ORDER = fields_of(RemovalOrder)
+_LEDGER = fields_of(LedgerEntry)
+_SIGNAL = fields_of(CarbonSignal)
+_DEAD = fields_of(DeadLetter)
 
 
 def _dead_rows(r: Mapping[str, Any]) -> Iterator[Row]:

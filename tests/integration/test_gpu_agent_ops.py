@@ -181,5 +181,7 @@ def test_run_loop_publishes_exact_energy_serves_metrics_and_attaches_tokens(
     assert seen["llcr_gpu_energy_joules_total" + label] > 0
     assert seen["llcr_agent_samples_total"] >= 4
     assert seen["llcr_agent_spool_batches"] >= 0
-    assert seen["llcr_agent_token_scrape_errors_total"] == 0
+    # a scrape can time out (0.5 s) on a loaded machine: it is counted, and the next good
+    # scrape covers the gap, which the exact totals above check
+    assert seen["llcr_agent_token_scrape_errors_total"] <= 2
     assert seen["process_cpu_seconds_total"] > 0
