@@ -1,0 +1,122 @@
+"""Static checks of docker-compose.yml and infra/k8s (no Docker engine or cluster here):
+every llcr command they run exists and parses, and every LLCR_* variable they set is a
+real setting of the process that reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from agents.settings import GpuAgentSettings, GridFeederSettings
+from schemas.cli import root
+from streams.settings import ActionsSettings, SignalsSettings, SinkSettings, WorkerSettings
+
+ROOT = Path(__file__).parents[2]
+SETTINGS: dict[tuple[str, ...], type[BaseModel]] = {
+    ("agent", "gpu"): GpuAgentSettings,
+    ("agent", "grid"): GridFeederSettings,
+    ("worker",): WorkerSettings,
+    ("sink",): SinkSettings,
+    ("migrate",): SinkSettings,
+    ("actions",): ActionsSettings,
+    ("signals",): SignalsSettings,
+}
+
+
+def resolve(argv: list[str]) -> tuple[str, ...]:
+    """Walk the CLI like click does; fail on an unknown command or a bad option."""
+    command: click.Command = root
+    ctx = click.Context(root, info_name="llcr")
+    path: list[str] = []
+    args = list(argv)
+    while isinstance(command, click.Group) and args:
+        name = args.pop(0)
+        sub = command.get_command(ctx, name)
+        assert sub is not None, f"`llcr {' '.join([*path, name])}` does not exist"
+        path.append(name)
+        command = sub
+        ctx = click.Context(command, info_name=name, parent=ctx)
+    command.make_context(" ".join(path), args, parent=ctx)  # raises on unknown options
+    return tuple(path)
+
+
+def settings_for(path: tuple[str, ...]) -> type[BaseModel] | None:
+    for length in (len(path), 1):
+        if path[:length] in SETTINGS:
+            return SETTINGS[path[:length]]
+    return None
+
+
+def is_setting(model: type[BaseModel], key: str) -> bool:
+    for part in key.removeprefix("LLCR_").lower().split("__"):
+        if part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+    return True
+
+
+def check_env(settings: type[BaseModel] | None, env: dict[str, Any], where: str) -> None:
+    """Each LLCR_* variable is a setting of this process, or of another llcr process that
+    shares the same environment block or ConfigMap (the others ignore it): no typos."""
+    for key in env:
+        if not key.startswith("LLCR_"):
+            continue
+        mine = settings is not None and is_setting(settings, key)
+        assert mine or any(is_setting(m, key) for m in SETTINGS.values()), (
+            f"{where}: {key} is not an llcr setting"
+        )
+
+
+def test_compose_services_run_real_commands_with_real_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    llcr = {name: s for name, s in services.items() if s.get("image") == "llcr:dev"}
+    assert {"sink", "worker", "actions", "signals", "grid", "capture-sim", "provider-sim"} <= set(
+        llcr
+    )
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+        assert "image" in service or "build" in service
+    for name, service in llcr.items():
+        path = resolve(list(service["command"]))
+        check_env(settings_for(path), service.get("environment", {}), f"compose {name}")
+    volumes = services["grafana"]["volumes"]
+    for volume in volumes:
+        assert (ROOT / volume.split(":")[0]).exists(), volume
+
+
+@pytest.mark.parametrize("manifest", sorted((ROOT / "infra/k8s").glob("*.yaml")), ids=str)
+def test_kubernetes_manifests_run_real_commands_with_real_settings(manifest: Path) -> None:
+    documents = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    config = {
+        d["metadata"]["name"]: {**d.get("data", {}), **d.get("stringData", {})}
+        for d in documents
+        if d["kind"] in ("ConfigMap", "Secret")
+    }
+    for document in documents:
+        assert {"apiVersion", "kind", "metadata"} <= set(document)
+        if document["kind"] not in ("Deployment", "DaemonSet"):
+            continue
+        template = document["spec"]["template"]
+        assert (
+            document["spec"]["selector"]["matchLabels"].items()
+            <= template["metadata"]["labels"].items()
+        )
+        for container in template["spec"]["containers"]:
+            path = resolve(list(container["args"]))
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            for source in container.get("envFrom", []):
+                ref = source.get("configMapRef") or source.get("secretRef")
+                env.update(config.get(ref["name"], {}))
+            check_env(settings_for(path), env, f"{manifest.name} {container['name']}")
+    if manifest.name == "pipeline.yaml":
+        actions = next(d for d in documents if d["metadata"]["name"] == "llcr-actions")
+        assert actions["spec"]["replicas"] == 1  # one ledger writer
