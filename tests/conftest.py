@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from schemas.admin import create_topics
 from schemas.settings import KafkaSettings
@@ -37,9 +38,17 @@ def unique() -> str:
 
 
 @pytest.fixture
-def kafka(broker: Broker, unique: str) -> KafkaSettings:
-    """Settings pointing at the session broker with a per-test topic prefix."""
-    return KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix=f"t{unique}.")
+def kafka(broker: Broker, unique: str) -> Iterator[KafkaSettings]:
+    """Settings pointing at the session broker with a per-test topic prefix. Afterwards
+    every topic named with the test's token is deleted (faust's internal topics too): a
+    broker holding every earlier test's partitions answers metadata ever more slowly, and
+    the faust workers of later tests fell behind on a loaded CI machine."""
+    yield KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix=f"t{unique}.")
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if unique in t]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=10).values():
+            future.exception(timeout=30)  # best effort: a leftover topic only costs time
 
 
 @pytest.fixture
