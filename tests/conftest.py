@@ -40,9 +40,8 @@ def unique() -> str:
 @pytest.fixture
 def kafka(broker: Broker, unique: str) -> Iterator[KafkaSettings]:
     """Settings pointing at the session broker with a per-test topic prefix. Afterwards
-    every topic named with the test's token is deleted (faust's internal topics too): a
-    broker holding every earlier test's partitions answers metadata ever more slowly, and
-    the faust workers of later tests fell behind on a loaded CI machine."""
+    every topic named with the test's token is deleted (faust's internal topics too), so
+    the in-memory session broker does not carry every earlier test's partitions."""
     yield KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix=f"t{unique}.")
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     names = [t for t in admin.list_topics(timeout=10).topics if unique in t]
