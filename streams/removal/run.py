@@ -11,8 +11,9 @@ from schemas.clock import clock_ms
 from schemas.codec import make_codec
 from schemas.topics import spec
 from streams.removal.provider import CreditProvider
-from streams.removal.service import Actions, ActionStats, read_to_end
+from streams.removal.service import Actions, ActionStats
 from streams.settings import ActionsSettings, ClickHouseSettings
+from streams.topic_reader import read_to_end
 
 logger = logging.getLogger(__name__)
 

@@ -176,6 +176,14 @@ class Recommendation:
     candidates: int
 
 
+def _better(best: Window | None, candidate: Window) -> Window:
+    """The lower-emission window; ties go to the zone name, then the earlier start."""
+    if best is None:
+        return candidate
+    key = (candidate.emissions_g, candidate.zone, candidate.start_ms)
+    return candidate if key < (best.emissions_g, best.zone, best.start_ms) else best
+
+
 def _validate(job: FlexibleJob, now_ms: int) -> None:
     if job.duration_h <= 0 or not math.isfinite(job.energy_kwh) or job.energy_kwh < 0:
         raise SignalInputError("duration must be positive and energy non-negative")
@@ -205,12 +213,7 @@ def brute_force_window(
             needed = [start + i * HOUR_MS for i in range(job.duration_h)]
             if all(h in hours for h in needed):
                 grams = math.fsum(hours[h] for h in needed) * per_hour
-                if best is None or (grams, zone, start) < (
-                    best.emissions_g,
-                    best.zone,
-                    best.start_ms,
-                ):
-                    best = Window(zone, start, grams)
+                best = _better(best, Window(zone, start, grams))
     return best
 
 
@@ -246,12 +249,7 @@ def follow_the_sun(
                     # only when it may beat the best so far
                     if best is None or total * per_hour <= best.emissions_g * (1 + 1e-9) + 1e-9:
                         grams = math.fsum(hours[x] for x in run) * per_hour
-                        if best is None or (grams, zone, start) < (
-                            best.emissions_g,
-                            best.zone,
-                            best.start_ms,
-                        ):
-                            best = Window(zone, start, grams)
+                        best = _better(best, Window(zone, start, grams))
     if best is None:
         raise SignalInputError("no complete window of intensity data between start and deadline")
     home = series.get(job.home_zone, {})

@@ -30,9 +30,10 @@ from streams.removal.capture_sim import run_capture_sim
 from streams.removal.core import HOUR_MS, Book, Policy
 from streams.removal.provider import CreditProvider
 from streams.removal.provider_sim import Faults, SimProvider
-from streams.removal.service import Actions, read_to_end
+from streams.removal.service import Actions
 from streams.settings import ActionsSettings, ClickHouseSettings, SinkSettings
 from streams.sink.query import endpoint_file, run_query
+from streams.topic_reader import read_to_end
 from tests.examples import EXAMPLES
 from tests.sink_run import running_sink, wait_for
 
