@@ -24,6 +24,7 @@ from agents.gpu.model import JobLabels
 from agents.gpu.sources import SimSource
 from agents.grid.run import import_files
 from agents.settings import GridFeederSettings
+from schemas.admin import create_topics
 from schemas.codec import Codec
 from schemas.records import GpuSample, GridIntensityEvent
 from schemas.settings import KafkaSettings
@@ -293,8 +294,18 @@ def test_sigkill_of_a_busy_worker_changes_no_final_number(
 
 
 def test_two_workers_in_one_group_across_a_rebalance_agree_with_the_reference(
-    kafka: KafkaSettings, topics: Topics, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
+    # A fresh broker: after earlier consumer groups on the same Tansu (even this module's
+    # SIGKILL test) the second member's rebalance left about a third of the hours
+    # unprocessed in most full runs, never alone (issue 5 note).
+    with Broker(log_path=tmp_path / "tansu.log") as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix="two.")
+        create_topics(kafka.librdkafka(), kafka.topic_prefix)
+        _two_workers(kafka, kafka.topics, tmp_path)
+
+
+def _two_workers(kafka: KafkaSettings, topics: Topics, tmp_path: Path) -> None:
     events = intensity(kafka, tmp_path, hours=14)
     batches = trace(hosts=6, gpus=2, hours=12, step_s=30, per_batch=20)
     keys = len(reference(samples_of(batches), events))
