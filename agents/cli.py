@@ -61,6 +61,13 @@ def show_config(ctx: click.Context, deployable: str) -> None:
     help="Sim source only: run on a simulated clock from this UTC time (ISO-8601), --speed "
     "times faster than real time (what `llcr up` does to line up with replayed grid data).",
 )
+@click.option(
+    "--anchor-ms",
+    type=int,
+    default=None,
+    help="With --start: the wall-clock epoch ms at which the simulated clock reads --start "
+    "(default: when this process starts). Processes given the same pair share one clock.",
+)
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
 @click.option("--gpus", type=int, default=8, show_default=True, help="GPUs of the sim source.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sim source.")
@@ -76,6 +83,7 @@ def gpu(
     trace: Path | None,
     speed: float | None,
     start: str | None,
+    anchor_ms: int | None,
     bootstrap: str | None,
     gpus: int,
     seed: int,
@@ -100,7 +108,9 @@ def gpu(
     if start is not None:
         if setup.kind != "sim":
             raise click.UsageError("--start runs the sim source on a simulated clock only")
-        setup.clock = simulated_clock(start, speed or 1.0)
+        setup.clock = simulated_clock(start, speed or 1.0, anchor_ms)
+        if anchor_ms is not None:  # sample from the shared start, not before it
+            time.sleep(max(0.0, anchor_ms / 1000 - time.time()))
     agent_ = build_agent(settings, setup)
     if once:
         agent_.sample(int(setup.clock() * 1000))
@@ -173,6 +183,18 @@ def bundled_grid_files() -> list[Path]:
     show_default=True,
     help="File seconds per wall second when importing (3600: an hour per second; 0: at once).",
 )
+@click.option(
+    "--start",
+    default=None,
+    help="With --speed: publish each period when a simulated clock that reads this UTC time "
+    "now (or at --anchor-ms) reaches the period's start; earlier periods go at once.",
+)
+@click.option(
+    "--anchor-ms",
+    type=int,
+    default=None,
+    help="With --start: the wall-clock epoch ms at which the simulated clock reads --start.",
+)
 @click.option("--once", is_flag=True, help="Poll the providers once and exit.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
 @click.pass_context
@@ -182,6 +204,8 @@ def grid(
     files: tuple[Path, ...],
     bundled: bool,
     speed: float,
+    start: str | None,
+    anchor_ms: int | None,
     once: bool,
     bootstrap: str | None,
 ) -> None:
@@ -196,7 +220,10 @@ def grid(
     stop = _stop_on_signals()
     paths = [*files, *(bundled_grid_files() if bundled else [])]
     if paths:
-        result = import_files(settings, paths, speed=speed, stop=stop)
+        if start is not None and speed <= 0:
+            raise click.UsageError("--start paces the import on a simulated clock: give --speed")
+        clock = simulated_clock(start, speed, anchor_ms) if start is not None else None
+        result = import_files(settings, paths, speed=speed, stop=stop, clock=clock)
         for problem in result.problems:
             click.echo(f"rejected [{problem.code}] {problem.reason}", err=True)
         for gap in result.gaps:

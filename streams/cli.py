@@ -253,4 +253,6 @@ def signals_run(ctx: click.Context) -> None:
     settings = SignalsSettings.load(config_file(ctx))
     stop = threading.Event()
     stop_on_signals(stop)
-    run_signals(settings, stop, clock_ms(settings.sim_start, settings.sim_speed))
+    run_signals(
+        settings, stop, clock_ms(settings.sim_start, settings.sim_speed, settings.sim_anchor_ms)
+    )

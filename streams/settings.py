@@ -115,6 +115,9 @@ class ActionsSettings(LlcrSettings):
         default=None, description="Simulated clock start (ISO); None: the wall clock."
     )
     sim_speed: float = Field(default=1.0, gt=0)
+    sim_anchor_ms: int | None = Field(
+        default=None, description="Wall epoch ms at which the simulated clock reads sim_start."
+    )
     provider_delivery_delay_s: float = Field(
         default=600.0, ge=0, description="provider-sim: delivery delay on its clock."
     )
@@ -137,3 +140,4 @@ class SignalsSettings(LlcrSettings):
     api_port: int = 8710
     sim_start: str | None = None
     sim_speed: float = Field(default=1.0, gt=0)
+    sim_anchor_ms: int | None = None

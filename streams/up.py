@@ -4,17 +4,19 @@ Starts a Tansu broker and chDB, creates every topic and table, then runs, each a
 process exactly as in production:
 
 * the grid feeder, replaying the shipped 2023 Electricity Maps files (or ``--grid-file``)
-  at ``--speed`` simulated seconds per second, with their original timestamps;
-* one sim GPU agent per host (``--hosts``, spread over ``--zones``), on a simulated clock
-  that starts where the grid data starts and runs at the same speed;
+  with their original timestamps, each period when the simulated clock reaches it;
+* one sim GPU agent per host (``--hosts``, spread over ``--zones``) on the simulated clock,
+  and one replaying agent per ``--gpu-trace``;
 * the matching worker;
 * the removal service (`llcr actions run`), a simulated capture unit per site and the
   simulated credit provider (a real HTTP server on 127.0.0.1);
 * the signals service (`llcr signals run`): eco tier per zone and the routing API;
 * the ClickHouse sink, which owns the chDB directory and answers `llcr query` meanwhile.
 
-It prints every final (and revised) hour as it is emitted, until Ctrl-C or --duration.
-The chDB directory stays behind for `llcr query` and `llcr report`.
+Every process runs on one simulated clock: ``--start`` at an anchor instant on the wall
+clock, ``--speed`` simulated seconds per second. A live view (``streams.view``) shows the
+hosts, open and final hours, removal, carbon debt and signals until Ctrl-C or
+``--duration``. The chDB directory stays behind for `llcr query` and `llcr report`.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
 from schemas.admin import create_topics
+from schemas.records import EmissionHour
 from schemas.settings import KafkaSettings
+from schemas.topics import TopicKey
 from streams.embedded.broker import Broker
 from streams.process import stop_on_signals
 from streams.settings import ClickHouseSettings
@@ -47,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 SIM_START = "2023-01-01T00:00:00Z"  # where the shipped grid data starts
 DEFAULT_ZONES = ("DE", "FR", "GB")
+STAGGER_S = 1.5
 
 
 @click.command()
@@ -73,33 +78,59 @@ DEFAULT_ZONES = ("DE", "FR", "GB")
     show_default=True,
     help="Simulated seconds per second (360: an hour every 10 s).",
 )
-@click.option("--hosts", type=int, default=3, show_default=True, help="Sim GPU hosts.")
+@click.option(
+    "--hosts",
+    type=int,
+    default=None,
+    help="Sim GPU hosts (default 3, or 0 with --gpu-trace).",
+)
 @click.option("--gpus", type=int, default=4, show_default=True, help="GPUs per sim host.")
 @click.option(
     "--zones",
-    default=",".join(DEFAULT_ZONES),
-    show_default=True,
-    help="Grid zones the hosts are spread over (shipped files: DE, FR, GB, US-CAL-CISO).",
+    default=None,
+    help="Grid zones the hosts are spread over, comma-separated (default: the zones of "
+    "--grid-file, else DE,FR,GB; shipped files: DE, FR, GB, US-CAL-CISO).",
 )
 @click.option(
     "--grid-file",
     "grid_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Intensity files to replay instead of the shipped ones (repeatable).",
+    help="Intensity files to replay instead of the shipped ones (repeatable; Electricity "
+    "Maps portal export or the generic CSV of docs/grid-feeder.md).",
 )
-@click.option("--start", default=SIM_START, show_default=True, help="Simulated start time.")
+@click.option(
+    "--gpu-trace",
+    "gpu_traces",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="GPU traces to replay, one host each, zones in turn (repeatable; llcr or "
+    "nvidia-smi CSV, docs/replay-format.md).",
+)
+@click.option(
+    "--start",
+    default=None,
+    help=f"Simulated start time (default: the hour of the first trace reading, else {SIM_START}).",
+)
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Print lines (each final hour, a status line every 10 s) instead of the live view; "
+    "the default when stdout is not a terminal.",
+)
 def up(
     *,
     data_dir: Path,
     duration: float | None,
     port: int | None,
     speed: float,
-    hosts: int,
+    hosts: int | None,
     gpus: int,
-    zones: str,
+    zones: str | None,
     grid_files: tuple[Path, ...],
-    start: str,
+    gpu_traces: tuple[Path, ...],
+    start: str | None,
+    plain: bool,
 ) -> None:
     """Run the whole pipeline on this machine (embedded broker + chDB)."""
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +138,10 @@ def up(
     stop = threading.Event()
     stop_on_signals(stop)
     started = time.monotonic()
-    zone_list = [z.strip() for z in zones.split(",") if z.strip()]
+    zone_list = _zones(zones, grid_files)
+    if start is None:
+        start = _trace_start(gpu_traces) if gpu_traces else SIM_START
+    sim_hosts = hosts if hosts is not None else (0 if gpu_traces else 3)
     with Broker(port=port, log_path=data_dir / "broker.log") as broker, ExitStack() as stack:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
         results = create_topics(kafka.librdkafka(), kafka.topic_prefix)
@@ -122,94 +156,163 @@ def up(
         click.echo(
             f"chdb      {(data_dir / 'chdb').resolve()} ({len(applied)} migration(s) applied)"
         )
+        anchor_ms = int(time.time() * 1000 + (STAGGER_S + 1.5) * 1000)  # agents are up by then
         env = {
             **os.environ,
             "LLCR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            "LLCR_SIM_START": start,
+            "LLCR_SIM_SPEED": str(speed),
+            "LLCR_SIM_ANCHOR_MS": str(anchor_ms),
         }
+        clock = ["--start", start, "--anchor-ms", str(anchor_ms), "--speed", str(speed)]
+        click.echo(f"clock     {start} at epoch ms {anchor_ms}, {speed:g}x (every process)")
         files = [str(f) for f in grid_files] or [
             str(f) for f in _shipped_grid_files() if f.name.split("_")[0] in zone_list
         ]
         spawn = _Spawner(stack, data_dir / "logs", env)
         # started first, stopped last: it stores what the others emit while stopping
-        spawn("sink", ["sink"], LLCR_CLICKHOUSE__DSN=clickhouse.dsn)
-        removal_env = _removal_env(zone_list, start, speed)
-        spawn(
-            "provider-sim",
-            ["actions", "provider-sim", "--port", removal_env["LLCR_PROVIDER_URL"].split(":")[-1]],
-            **removal_env,
-        )
-        spawn("capture-sim", ["actions", "capture-sim"], **removal_env)
-        spawn("actions", ["actions", "run"], **removal_env)
-        signals_port = _free_port()
-        spawn(
-            "signals",
-            ["signals", "run"],
-            LLCR_API_PORT=str(signals_port),
-            LLCR_SIM_START=start,
-            LLCR_SIM_SPEED=str(speed),
-        )
+        # Latency settings (docs/benchmarks.md, end to end): a simulated hour passes in
+        # seconds here, so provisional numbers refresh every 0.5 s instead of every 5 s.
+        spawn("sink", ["sink"], LLCR_CLICKHOUSE__DSN=clickhouse.dsn, LLCR_BATCH_MAX_WAIT_S="0.5")
         spawn(
             "worker",
             ["worker", "--loglevel", "warning"],
             LLCR_DATA_DIR=str(data_dir / "worker"),
             LLCR_ZONES="[" + ",".join(f'"{z}"' for z in zone_list) + "]",
             LLCR_GRACE_S=str(max(5.0, speed)),
-            LLCR_MAX_WAIT_S="30",
+            LLCR_MAX_WAIT_S="10",
+            LLCR_LIVE_EVERY_S="0.5",
+            LLCR_TICK_S="0.25",
         )
+        # the worker and the sink are the slowest to be ready (imports, group join): they
+        # start first, and the rest a moment later, so they do not share the CPU with ten
+        # other imports (first emission row in ClickHouse ~3 s sooner on 2 cores)
+        stop.wait(STAGGER_S)
+        _spawn_removal(spawn, zone_list, speed)
+        signals_port = _free_port()
+        spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port))
         spawn(
             "grid",
-            [
-                "agent",
-                "grid",
-                "--speed",
-                str(speed),
-                *[arg for f in files for arg in ("--from-csv", f)],
-            ],
+            ["agent", "grid", *clock, *[arg for f in files for arg in ("--from-csv", f)]],
             LLCR_STATE_DIR=str(data_dir / "grid"),
         )
-        for i in range(hosts):
-            zone = zone_list[i % len(zone_list)]
-            host = f"sim-{zone.lower()}-{i}"
-            spawn(
-                f"agent-{host}",
-                [
-                    "agent",
-                    "gpu",
-                    "--source",
-                    "sim",
-                    "--gpus",
-                    str(gpus),
-                    "--seed",
-                    str(i),
-                    "--start",
-                    start,
-                    "--speed",
-                    str(speed),
-                ],
-                LLCR_HOST=host,
-                LLCR_ZONE=zone,
-                LLCR_SITE=f"{zone.lower()}-site",
-                LLCR_SPOOL_DIR=str(data_dir / "agents" / host),
-                LLCR_SAMPLE_INTERVAL_S=str(max(0.02, 10.0 / speed)),
-            )
+        _spawn_agents(
+            spawn,
+            zone_list,
+            sim_hosts=sim_hosts,
+            gpus=gpus,
+            traces=gpu_traces,
+            clock=clock,
+            speed=speed,
+            spool_root=data_dir / "agents",
+        )
         click.echo(
             f"running   sink, removal (capture + credits), worker, grid feeder "
-            f"({len(files)} file(s)), {hosts} sim host(s) x {gpus} GPUs at {speed:g}x "
-            f"from {start}; logs in {data_dir / 'logs'}"
+            f"({len(files)} file(s)), {sim_hosts} sim host(s) x {gpus} GPUs, "
+            f"{len(gpu_traces)} trace host(s), at {speed:g}x from {start}; "
+            f"logs in {data_dir / 'logs'}"
         )
         click.echo(
             f"signals   http://127.0.0.1:{signals_port}/v1/eco/{zone_list[0]} (and /v1/route)"
         )
         click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
-        watcher = threading.Thread(target=_show_hours, args=(kafka, stop), daemon=True)
+        live = not plain and sys.stdout.isatty()
+        watcher = threading.Thread(target=_watch, args=(kafka, clickhouse, stop, live), daemon=True)
         watcher.start()
         stop.wait(duration)
         stop.set()
         watcher.join(5)
-        _show_removal(clickhouse)
+        click.echo(_removal_line(clickhouse))
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
     click.echo(f'query it: llcr query --dsn {clickhouse.dsn} "SELECT * FROM llcr.emissions"')
+
+
+def _spawn_removal(spawn: _Spawner, zones: list[str], speed: float) -> None:
+    """The removal service, its sim capture units and the sim credit provider."""
+    removal_env = _removal_env(zones, speed)
+    spawn(
+        "provider-sim",
+        ["actions", "provider-sim", "--port", removal_env["LLCR_PROVIDER_URL"].split(":")[-1]],
+        **removal_env,
+    )
+    spawn("capture-sim", ["actions", "capture-sim"], **removal_env)
+    spawn("actions", ["actions", "run"], **removal_env)
+
+
+def _spawn_agents(
+    spawn: _Spawner,
+    zones: list[str],
+    *,
+    sim_hosts: int,
+    gpus: int,
+    traces: tuple[Path, ...],
+    clock: list[str],
+    speed: float,
+    spool_root: Path,
+) -> None:
+    """One GPU agent per sim host and per trace, given zones in turn."""
+    agents: list[tuple[str, Path | None]] = [
+        (f"sim-{zones[i % len(zones)].lower()}-{i}", None) for i in range(sim_hosts)
+    ]
+    agents += [(f"trace-{_slug(path.stem)}-{i}", path) for i, path in enumerate(traces)]
+    for i, (host, trace) in enumerate(agents):
+        zone = zones[i % len(zones)]
+        source = (
+            ["--source", "sim", "--gpus", str(gpus), "--seed", str(i), *clock]
+            if trace is None
+            else ["--source", "replay", "--trace", str(trace), "--speed", str(speed)]
+        )
+        spawn(
+            f"agent-{host}",
+            ["agent", "gpu", *source],
+            LLCR_HOST=host,
+            LLCR_ZONE=zone,
+            LLCR_SITE=f"{zone.lower()}-site",
+            LLCR_SPOOL_DIR=str(spool_root / host),
+            LLCR_SAMPLE_INTERVAL_S=str(max(0.02, 10.0 / speed)),
+            LLCR_PUBLISH_INTERVAL_S="0.25",
+        )
+
+
+def _zones(zones: str | None, grid_files: tuple[Path, ...]) -> list[str]:
+    """The zones asked for, else the zones of the grid files, else the default ones."""
+    if zones:
+        return [z.strip() for z in zones.split(",") if z.strip()]
+    if not grid_files:
+        return list(DEFAULT_ZONES)
+    from agents.grid.files import read_intensity_csv
+
+    found: list[str] = []
+    for path in grid_files:
+        with path.open(encoding="utf-8-sig", newline="") as lines:
+            try:
+                observations, _ = read_intensity_csv(lines, path.name)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="--grid-file") from exc
+        found += sorted({o.zone for o in observations} - set(found))
+    if not found:
+        raise click.BadParameter("no zone in the grid files", param_hint="--grid-file")
+    return found
+
+
+def _trace_start(traces: tuple[Path, ...]) -> str:
+    """The hour (ISO, UTC) of the earliest reading of the traces."""
+    from agents.gpu.replay import TraceError, parse_trace
+
+    firsts = []
+    for path in traces:
+        try:
+            with path.open(newline="") as lines:
+                firsts.append(parse_trace(lines).readings[0].t_ms)
+        except (TraceError, IndexError) as exc:
+            raise click.BadParameter(f"{path}: {exc}", param_hint="--gpu-trace") from exc
+    hour_ms = min(firsts) // 3_600_000 * 3_600_000
+    return datetime.fromtimestamp(hour_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:24]
 
 
 class _Spawner:
@@ -255,9 +358,9 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _removal_env(zones: list[str], start: str, speed: float) -> dict[str, str]:
+def _removal_env(zones: list[str], speed: float) -> dict[str, str]:
     """Settings of the removal processes: one sim capture unit per site, the sim provider,
-    the simulated clock of the agents, and deadlines short enough to see orders."""
+    and deadlines short enough to see orders."""
     import json
 
     units = {
@@ -275,8 +378,6 @@ def _removal_env(zones: list[str], start: str, speed: float) -> dict[str, str]:
     return {
         "LLCR_CAPTURE_UNITS": json.dumps(units),
         "LLCR_PROVIDER_URL": f"http://127.0.0.1:{_free_port()}",
-        "LLCR_SIM_START": start,
-        "LLCR_SIM_SPEED": str(speed),
         "LLCR_MIN_LOT_G": "100",
         "LLCR_LATENCY_TARGET_H": "6",
         "LLCR_ORDER_LEAD_H": "1",
@@ -285,24 +386,16 @@ def _removal_env(zones: list[str], start: str, speed: float) -> dict[str, str]:
     }
 
 
-def _show_removal(clickhouse: ClickHouseSettings) -> None:
+def _removal_line(clickhouse: ClickHouseSettings) -> str:
     """One line on removal so far, through the sink's query endpoint."""
     from schemas.errors import LlcrError
     from streams.sink.query import run_query
+    from streams.view import REMOVAL_SQL, removal_of, removal_text
 
-    sql = (
-        "SELECT round(sum(obligation_g)), round(sum(removed_g)), round(sum(debt_g)), "
-        "countIf(debt_g <= 0.001), count() FROM llcr.carbon_debt_hourly"
-    )
     try:
-        row = run_query(clickhouse, sql).rows[0]
+        return removal_text(removal_of(run_query(clickhouse, REMOVAL_SQL, endpoint_only=True).rows))
     except LlcrError as exc:
-        click.echo(f"removal   (not available: {exc})")
-        return
-    click.echo(
-        f"removal   obligation {row[0]} g, removed {row[1]} g, debt {row[2]} g; "
-        f"{row[3]} of {row[4]} scope-hours fully covered"
-    )
+        return f"removal   (not available: {exc})"
 
 
 def _shipped_grid_files() -> list[Path]:
@@ -313,33 +406,76 @@ def _shipped_grid_files() -> list[Path]:
     return [Path(str(folder / name)) for name in names]
 
 
-def _show_hours(kafka: KafkaSettings, stop: threading.Event) -> None:
-    """Print each final or revised hour as the worker emits it (the live view)."""
+def _watch(
+    kafka: KafkaSettings, clickhouse: ClickHouseSettings, stop: threading.Event, live: bool
+) -> None:
+    """Feed the live view from the pipeline's topics and store until ``stop``.
+
+    ``live``: redraw it in place (rich); otherwise print each final or revised hour as a
+    line and a status line every 10 s.
+    """
     from confluent_kafka import Consumer, TopicPartition
+    from rich.console import Console
+    from rich.live import Live
 
     from schemas.codec import make_codec
+    from schemas.errors import LlcrError
     from schemas.topics import spec
+    from streams.sink.query import run_query
+    from streams.view import REMOVAL_SQL, TOPICS, LiveView, removal_of, render, status_line
 
     codec = make_codec(kafka.framing, kafka.registry_ids)
     consumer = Consumer({**kafka.librdkafka(), "group.id": "llcr-up-view"})
-    topic = kafka.topics.name("emissions_hourly")
+    keys: dict[str, TopicKey] = {kafka.topics.name(key): key for key in TOPICS}
     consumer.assign(
-        [TopicPartition(topic, p, 0) for p in range(spec("emissions_hourly").partitions)]
+        [
+            TopicPartition(name, p, 0)
+            for name, key in keys.items()
+            for p in range(spec(key).partitions)
+        ]
     )
+    view = LiveView()
+    console = Console()
+    display = Live(console=console, refresh_per_second=2, transient=False) if live else None
+    next_removal = next_status = time.monotonic() + 2
     try:
+        if display is not None:
+            display.start()
         while not stop.is_set():
-            message = consumer.poll(0.5)
-            value = message.value() if message is not None and not message.error() else None
-            if value is None:
-                continue
-            r = codec.decode("emissions_hourly", value)
-            hour = datetime.fromtimestamp(r["hour_start_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:00")
-            average = r["average"]
-            grams = f"{average['emissions_g']:9.1f} gCO2e" if average else "  (no intensity yet)"
-            click.echo(
-                f"{r['status']:<8} {hour}  {r['host']:<12} {r['zone']:<5} "
-                f"{r['gpu_uuid'][-8:]:<8} {r['job_id'][:12]:<12} {r['energy_kwh']:7.3f} kWh {grams}"
-                f"  rev {r['revision']}"
-            )
+            for message in consumer.consume(500, 0.25):
+                value, topic = message.value(), message.topic()
+                if message.error() or value is None or topic is None:
+                    continue
+                key = keys[topic]
+                record: Any = codec.decode(spec(key).schema, value)
+                view.feed(key, record, time.monotonic())
+                if key == "emissions_hourly" and display is None:
+                    click.echo(hour_line(record))
+            now = time.monotonic()
+            if now >= next_removal:
+                next_removal = now + 2
+                with suppress(LlcrError):  # the sink is starting or stopping: "waiting"
+                    view.on_removal(
+                        removal_of(run_query(clickhouse, REMOVAL_SQL, endpoint_only=True).rows)
+                    )
+            if display is not None:
+                display.update(render(view.snapshot(now)))
+            elif now >= next_status:
+                next_status = now + 10
+                click.echo(status_line(view.snapshot(now)))
     finally:
+        if display is not None:
+            display.stop()
         consumer.close()
+
+
+def hour_line(r: EmissionHour) -> str:
+    """One final or revised hour as a line of text."""
+    hour = datetime.fromtimestamp(r["hour_start_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:00")
+    average = r.get("average")
+    grams = f"{average['emissions_g']:9.1f} gCO2e" if average else "  (no intensity yet)"
+    return (
+        f"{r['status']:<8} {hour}  {r['host']:<12} {r['zone']:<5} "
+        f"{r['gpu_uuid'][-8:]:<8} {r['job_id'][:12]:<12} {r['energy_kwh']:7.3f} kWh {grams}"
+        f"  rev {r['revision']}"
+    )

@@ -191,11 +191,14 @@ def import_files(
     *,
     speed: float,
     stop: threading.Event,
+    clock: Callable[[], float] | None = None,
 ) -> Imported:
     """Publish the periods of intensity files with their original timestamps.
 
     ``speed`` is file seconds per wall second (3600: an hour of data per second); 0 sends
-    everything at once. Every row is validated; each bad one is reported and dead-lettered.
+    everything at once. With ``clock`` (epoch seconds, e.g. a simulated clock shared with
+    the GPU agents) each period goes when the clock reaches its start instead. Every row is
+    validated; each bad one is reported and dead-lettered.
     """
     outlet = open_outlet(settings)
     known = zone_is_known(settings.zones if "zones" in settings.model_fields_set else None)
@@ -222,7 +225,12 @@ def import_files(
     sent = 0
     while sent < len(events) and not stop.is_set():
         # everything due by now goes in one spool write (speed 0: all of it at once)
-        elapsed_ms = (time.monotonic() - started) * 1000 * speed if speed > 0 else float("inf")
+        if clock is not None:
+            elapsed_ms = clock() * 1000 - first
+        elif speed > 0:
+            elapsed_ms = (time.monotonic() - started) * 1000 * speed
+        else:
+            elapsed_ms = float("inf")
         due = sent
         while due < len(events) and events[due]["period_start_ms"] - first <= elapsed_ms:
             due += 1

@@ -26,7 +26,7 @@ LEDGER_SQL = (
 
 def clock_of(settings: ActionsSettings) -> Callable[[], int]:
     """Epoch ms of the configured clock: simulated (``sim_start``) or the wall clock."""
-    return clock_ms(settings.sim_start, settings.sim_speed)
+    return clock_ms(settings.sim_start, settings.sim_speed, settings.sim_anchor_ms)
 
 
 def run_actions(settings: ActionsSettings, stop: threading.Event) -> ActionStats:

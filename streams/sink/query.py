@@ -116,12 +116,19 @@ class QueryServer:
         self._server.close()
 
 
-def run_query(settings: ClickHouseSettings, sql: str, timeout_s: float = 120.0) -> Result:
-    """Run ``sql`` through the running owner's endpoint, or directly."""
+def run_query(
+    settings: ClickHouseSettings, sql: str, timeout_s: float = 120.0, *, endpoint_only: bool = False
+) -> Result:
+    """Run ``sql`` through the running owner's endpoint, or directly.
+
+    ``endpoint_only``: never open an embedded store directly (a process that runs beside the
+    sink, and must not take chDB's lock from it while it starts)."""
     if is_embedded(settings.dsn):
         via_endpoint = _through_endpoint(settings, sql, timeout_s)
         if via_endpoint is not None:
             return via_endpoint
+        if endpoint_only:
+            raise QueryError(f"no running llcr process serves {settings.dsn} (yet)")
     try:
         client = connect(settings)
     except InfrastructureError as exc:

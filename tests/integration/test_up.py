@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+LLCR = [sys.executable, "-c", "from schemas.cli import main; main()"]
 
 
 def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> None:
@@ -113,3 +119,123 @@ def count(dsn: str, sql: str) -> int:
         return -1
     (row,) = json.loads(done.stdout)
     return int(next(iter(row.values())))
+
+
+def query_rows(dsn: str, sql: str) -> list[dict[str, Any]]:
+    """The rows a `llcr query --format json` prints."""
+    done = subprocess.run(
+        [*LLCR, "query", "--dsn", dsn, "--format", "json", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows
+
+
+# A zone, a day and files `up` has never seen: a generic intensity CSV (average lifecycle
+# and direct every 30 min, marginal every 60 min) and an llcr trace of two GPUs at 10 s.
+ZONE = "PL"
+T0 = 1_740_787_200_000  # 2025-03-01T00:00:00Z
+MIN = 60_000
+
+
+def write_grid(path: Path) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
+    """The file, and the step functions it describes per (signal, variant)."""
+    steps: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
+    lines = ["zone,period_start,period_end,value,signal,variant"]
+    for signal, variant, minutes, base in (
+        ("average", "lifecycle", 30, 610.0),
+        ("average", "direct", 30, 540.0),
+        ("marginal", "direct", 60, 820.0),
+    ):
+        for i in range(4 * 60 // minutes):
+            start, end = T0 + i * minutes * MIN, T0 + (i + 1) * minutes * MIN
+            value = base + 37.25 * ((i * 7) % 5) - 11.5 * i
+            steps.setdefault((signal, variant), []).append((start, end, value))
+            lines.append(f"{ZONE},{start},{end},{value},{signal},{variant}")
+    path.write_text("\n".join(lines) + "\n")
+    return steps
+
+
+def write_trace(path: Path) -> list[tuple[int, int, int]]:
+    """The trace, and its intervals (start_ms, end_ms, energy_mj) over both GPUs."""
+    header = "timestamp_ms,gpu,uuid,model,power_limit_w,energy_mj,power_w"
+    lines, intervals = [header], []
+    for gpu in (0, 1):
+        counter, t_prev = 5_000_000 + gpu, None
+        for i in range(2 * 360 + 60):  # 00:20 .. 02:30, every 10 s
+            t = T0 + 20 * MIN + i * 10_000 + gpu * 1_234
+            watts = 180.0 + 140.0 * ((i // 30 + gpu) % 4) + (i % 7) * 3.5
+            if t_prev is not None:
+                step = round(watts * (t - t_prev))  # W x ms = mJ
+                intervals.append((t_prev, t, step))
+                counter += step
+            lines.append(f"{t},{gpu},GPU-trace-{gpu},NVIDIA H100,700,{counter},{watts}")
+            t_prev = t
+    path.write_text("\n".join(lines) + "\n")
+    return intervals
+
+
+def independent(
+    intervals: list[tuple[int, int, int]], steps: list[tuple[int, int, float]]
+) -> dict[int, tuple[float, float]]:
+    """Per hour: kWh, and the integral of power x intensity in grams (energy spread
+    uniformly over each trace interval, cut at every hour and period boundary)."""
+    out: dict[int, tuple[float, float]] = {}
+    for start, end, mj in intervals:
+        cuts = sorted(
+            {start, end}
+            | {b for s, e, _ in steps for b in (s, e) if start < b < end}
+            | {h for h in range(start // 3_600_000 * 3_600_000, end, 3_600_000) if start < h}
+        )
+        for a, b in itertools.pairwise(cuts):
+            kwh = mj * (b - a) / (end - start) / 3.6e9
+            value = next(v for s, e, v in steps if s <= a < e)
+            hour = a // 3_600_000 * 3_600_000
+            energy, grams = out.get(hour, (0.0, 0.0))
+            out[hour] = (energy + kwh, grams + kwh * value)
+    return out
+
+
+def test_up_on_a_grid_file_and_a_gpu_trace_matches_an_independent_calculation(
+    tmp_path: Path,
+) -> None:
+    grid, trace = tmp_path / "pl_intensity.csv", tmp_path / "two_gpus.csv"
+    steps = write_grid(grid)
+    intervals = write_trace(trace)
+    data = tmp_path / "data"
+    argv = ["up", "--grid-file", str(grid), "--gpu-trace", str(trace), "--speed", "600"]
+    done = subprocess.run(
+        [*LLCR, *argv, "--duration", "45", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    # the zone and the start came from the files
+    assert "0 sim host(s)" in done.stdout and "1 trace host(s)" in done.stdout, done.stdout
+    assert "from 2025-03-01T00:00:00Z" in done.stdout
+    dsn = f"chdb:{(data / 'chdb').resolve()}"
+    rows = query_rows(
+        dsn,
+        "SELECT toUnixTimestamp64Milli(hour_start) AS hour, sum(energy_kwh) AS kwh, "
+        "sum(emissions_average_g) AS average_g, sum(emissions_marginal_g) AS marginal_g, "
+        "groupUniqArray(zone) AS zones, groupUniqArray(status) AS statuses, "
+        "groupUniqArrayArray(providers_average) AS providers, "
+        "groupUniqArray(variant_average) AS variants "
+        "FROM llcr.emissions_hourly FINAL GROUP BY hour ORDER BY hour",
+    )
+    average = independent(intervals, steps[("average", "lifecycle")])
+    marginal = independent(intervals, steps[("marginal", "direct")])
+    assert [int(r["hour"]) for r in rows] == sorted(average), (rows, done.stdout[-3000:])
+    for row in rows:
+        hour = int(row["hour"])
+        kwh, grams = average[hour]
+        assert row["kwh"] == pytest.approx(kwh, rel=1e-9)
+        assert row["average_g"] == pytest.approx(grams, rel=1e-9)
+        assert row["marginal_g"] == pytest.approx(marginal[hour][1], rel=1e-9)
+        assert row["zones"] == [ZONE] and set(row["statuses"]) <= {"final", "revised"}
+        assert row["providers"] == ["csv:pl_intensity.csv"] and row["variants"] == ["lifecycle"]
