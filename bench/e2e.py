@@ -37,7 +37,7 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.clock import parse_time_ms
+from schemas.clock import wall_ms_of
 from schemas.codec import make_codec
 from schemas.errors import LlcrError
 from schemas.settings import KafkaSettings
@@ -66,10 +66,10 @@ class Clock:
     """Wall-clock ms of the pipeline's simulated instants."""
 
     def __init__(self, start: str, anchor_ms: int, speed: float) -> None:
-        self.start_ms, self.anchor_ms, self.speed = parse_time_ms(start), anchor_ms, speed
+        self.start, self.anchor_ms, self.speed = start, anchor_ms, speed
 
     def wall(self, sim_ms: float) -> float:
-        return self.anchor_ms + (sim_ms - self.start_ms) / self.speed
+        return wall_ms_of(sim_ms, self.start, self.speed, self.anchor_ms)
 
 
 class Records:

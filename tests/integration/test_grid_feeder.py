@@ -29,6 +29,7 @@ from agents.grid.revisions import RevisionLog
 from agents.grid.run import import_files, poll_forever
 from agents.grid.validate import zone_is_known
 from agents.settings import GridFeederSettings
+from schemas.clock import simulated_clock
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
 from streams.embedded.broker import free_port
@@ -469,3 +470,29 @@ def test_import_keeps_original_timestamps_and_paces_by_speed(
     events = _intensity_events(kafka, topics, 4)
     starts = sorted(e["period_start_ms"] for e in events)
     assert starts[0] == 1_678_838_400_000 and starts[-1] - starts[0] == 3 * HOUR_MS
+
+
+def test_import_on_a_shared_clock_sends_each_period_when_the_clock_reaches_it(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    """`llcr up` paces the feeder with the agents' clock: periods before the clock's start
+    go at once, later ones when the clock reaches their start."""
+    path = tmp_path / "gb.csv"
+    path.write_text(
+        "zone,period_start,period_end,value,signal\n"
+        + "".join(
+            f"GB,2023-03-15T0{h}:00Z,2023-03-15T0{h}:30Z,{180 + h},average\n" for h in range(4)
+        )
+    )
+    anchor_ms = int(time.time() * 1000) + 1000
+    # at the anchor the clock reads 01:00; 1800x: 02:00 and 03:00 follow 2 s and 4 s later
+    clock = simulated_clock("2023-03-15T01:00:00Z", 1800.0, anchor_ms)
+    started = time.time()
+    result = import_files(
+        _settings(kafka, tmp_path), [path], speed=1800.0, stop=threading.Event(), clock=clock
+    )
+    took = time.time() - started
+    assert result.events == 4 and result.problems == []
+    assert 4.5 <= took <= 8.0, took  # 03:00 at anchor + 4 s (not 6 s, as from the file start)
+    events = _intensity_events(kafka, topics, 4)
+    assert sorted(e["period_start_ms"] for e in events)[-1] == 1_678_849_200_000  # 03:00
