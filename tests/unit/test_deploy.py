@@ -120,3 +120,44 @@ def test_kubernetes_manifests_run_real_commands_with_real_settings(manifest: Pat
     if manifest.name == "pipeline.yaml":
         actions = next(d for d in documents if d["metadata"]["name"] == "llcr-actions")
         assert actions["spec"]["replicas"] == 1  # one ledger writer
+
+
+def readme_cli_lines() -> list[str]:
+    """The `llcr ...` lines of README.md's CLI block, continuation lines joined."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## CLI\n\n```\n", 1)[1].split("```", 1)[0]
+    lines: list[str] = []
+    for raw in block.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.startswith("llcr "):
+            lines.append(line)
+        elif line.startswith("[") and lines:
+            lines[-1] += " " + line
+    return lines
+
+
+def test_the_readme_cli_names_real_commands_and_options() -> None:
+    lines = readme_cli_lines()
+    documented = {line.split()[1] for line in lines}
+    assert isinstance(root, click.Group)
+    assert documented == set(root.list_commands(click.Context(root))), "README lacks a command"
+    for line in lines:
+        words = line.split()[1:]
+        commands = []
+        for word in words:
+            if word.startswith(("[", "-", '"')):
+                break
+            commands.append(word)
+        for alternative in commands[-1].split("|"):
+            command: click.Command = root
+            for name in [*commands[:-1], alternative]:
+                if not isinstance(command, click.Group):
+                    break  # the rest are arguments (`llcr agent config gpu|grid`)
+                found = command.get_command(click.Context(command), name)
+                assert found is not None, f"`{line}`: no command {name}"
+                command = found
+            if isinstance(command, click.Group):
+                continue
+            known = {o for p in command.params for o in getattr(p, "opts", [])}
+            named = {w.strip("[]|.,") for w in words if w.strip("[").startswith("--")}
+            assert named <= known, f"`{line}`: {sorted(named - known)} not options"
