@@ -333,8 +333,14 @@ class _Spawner:
 def _child(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> Iterator[None]:
     code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
     log: IO[bytes] = log_path.open("ab")
+    # A session of its own: Ctrl-C in the terminal reaches `up` only, which then stops the
+    # processes in order (agents first, the sink last) instead of all at once.
     process = subprocess.Popen(
-        [sys.executable, "-c", code, *argv], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-c", code, *argv],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         yield

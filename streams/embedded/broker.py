@@ -71,7 +71,11 @@ class Broker:
         env = {**os.environ, "RUST_LOG": "warn"}
         self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115
         output = self._log or subprocess.DEVNULL
-        self._process = subprocess.Popen(command, env=env, stdout=output, stderr=output)
+        # its own session: a Ctrl-C meant for the process that owns the broker must not
+        # stop the broker before that process has stopped what uses it
+        self._process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=output, start_new_session=True
+        )
         self._wait_ready(timeout_s)
         logger.info("tansu broker ready on %s (pid %s)", self.bootstrap, self._process.pid)
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,8 +26,6 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
             "-c",
             "from schemas.cli import main; main()",
             "up",
-            "--duration",
-            "45",
             "--speed",
             "1200",
             "--hosts",
@@ -40,15 +39,25 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ},
+        start_new_session=True,  # a process group, as a terminal gives it
     )
+    started = time.monotonic()
     # while it runs, `llcr query` goes through the sink that owns chDB
     during = 0
-    deadline = time.monotonic() + 40
+    deadline = started + 40
     while during == 0 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(2)
         during = max(0, count(dsn, "SELECT count() FROM llcr.emissions_hourly"))
     assert during > 0, "no hourly emissions reached ClickHouse while up ran"
+    time.sleep(max(0.0, started + 45 - time.monotonic()))
+    # Ctrl-C: the terminal sends SIGINT to the whole foreground process group
+    os.killpg(process.pid, signal.SIGINT)
+    interrupted = time.monotonic()
     stdout, stderr = process.communicate(timeout=120)
+    stopping_s = time.monotonic() - interrupted
+    assert stopping_s < 30, f"up took {stopping_s:.0f} s to stop"
+    for log in (data / "logs").iterdir():
+        assert "Traceback" not in log.read_text(errors="replace"), log.name
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr
     assert "topics    10 ready" in result.stdout
@@ -145,7 +154,7 @@ def write_grid(path: Path) -> dict[tuple[str, str], list[tuple[int, int, float]]
     """The file, and the step functions it describes per (signal, variant)."""
     steps: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
     lines = ["zone,period_start,period_end,value,signal,variant"]
-    for signal, variant, minutes, base in (
+    for kind, variant, minutes, base in (
         ("average", "lifecycle", 30, 610.0),
         ("average", "direct", 30, 540.0),
         ("marginal", "direct", 60, 820.0),
@@ -153,8 +162,8 @@ def write_grid(path: Path) -> dict[tuple[str, str], list[tuple[int, int, float]]
         for i in range(4 * 60 // minutes):
             start, end = T0 + i * minutes * MIN, T0 + (i + 1) * minutes * MIN
             value = base + 37.25 * ((i * 7) % 5) - 11.5 * i
-            steps.setdefault((signal, variant), []).append((start, end, value))
-            lines.append(f"{ZONE},{start},{end},{value},{signal},{variant}")
+            steps.setdefault((kind, variant), []).append((start, end, value))
+            lines.append(f"{ZONE},{start},{end},{value},{kind},{variant}")
     path.write_text("\n".join(lines) + "\n")
     return steps
 
