@@ -21,15 +21,18 @@ hosts, open and final hours, removal, carbon debt and signals until Ctrl-C or
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -113,6 +116,13 @@ STAGGER_S = 1.5
     help=f"Simulated start time (default: the hour of the first trace reading, else {SIM_START}).",
 )
 @click.option(
+    "--live",
+    is_flag=True,
+    help="Run on the wall clock instead of replaying 2023: this machine's GPUs through NVML "
+    "when it has any (else sim hosts), intensity polled from the configured providers, and "
+    "each zone's shipped 2023 mean (flagged estimated) where no provider answers.",
+)
+@click.option(
     "--plain",
     is_flag=True,
     help="Print lines (each final hour, a status line every 10 s) instead of the live view; "
@@ -130,6 +140,7 @@ def up(
     grid_files: tuple[Path, ...],
     gpu_traces: tuple[Path, ...],
     start: str | None,
+    live: bool,
     plain: bool,
 ) -> None:
     """Run the whole pipeline on this machine (embedded broker + chDB)."""
@@ -139,37 +150,24 @@ def up(
     stop_on_signals(stop)
     started = time.monotonic()
     zone_list = _zones(zones, grid_files)
-    if start is None:
-        start = _trace_start(gpu_traces) if gpu_traces else SIM_START
-    sim_hosts = hosts if hosts is not None else (0 if gpu_traces else 3)
-    with Broker(port=port, log_path=data_dir / "broker.log") as broker, ExitStack() as stack:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        results = create_topics(kafka.librdkafka(), kafka.topic_prefix)
-        clickhouse = ClickHouseSettings(dsn=f"chdb:{(data_dir / 'chdb').resolve()}")
-        client = connect(clickhouse)
-        try:
-            applied = apply_migrations(client, clickhouse.database)
-        finally:
-            client.close()  # the sink owns chDB from here on
-        click.echo(f"broker    {broker.bootstrap} (Tansu, in memory)")
-        click.echo(f"topics    {len(results)} ready ({kafka.topic_prefix}*)")
-        click.echo(
-            f"chdb      {(data_dir / 'chdb').resolve()} ({len(applied)} migration(s) applied)"
+    if live and (grid_files or gpu_traces or start):
+        raise click.UsageError(
+            "--live runs on the wall clock: no --grid-file, --gpu-trace, --start"
         )
+    start = start or (_trace_start(gpu_traces) if gpu_traces else SIM_START)
+    nvml = live and _has_nvml()
+    sim_hosts = hosts if hosts is not None else (0 if gpu_traces or nvml else 3)
+    with Broker(port=port, log_path=data_dir / "broker.log") as broker, ExitStack() as stack:
+        kafka, clickhouse = _prepare(broker, data_dir)
         anchor_ms = int(time.time() * 1000 + (STAGGER_S + 1.5) * 1000)  # agents are up by then
+        clock = Clock(None, 1.0, None) if live else Clock(start, speed, anchor_ms)
         env = {
             **os.environ,
             "LLCR_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
-            "LLCR_SIM_START": start,
-            "LLCR_SIM_SPEED": str(speed),
-            "LLCR_SIM_ANCHOR_MS": str(anchor_ms),
+            **clock.env(),
         }
-        clock = ["--start", start, "--anchor-ms", str(anchor_ms), "--speed", str(speed)]
-        click.echo(f"clock     {start} at epoch ms {anchor_ms}, {speed:g}x (every process)")
-        files = [str(f) for f in grid_files] or [
-            str(f) for f in _shipped_grid_files() if f.name.split("_")[0] in zone_list
-        ]
+        click.echo(f"clock     {clock}")
         spawn = _Spawner(stack, data_dir / "logs", env)
         # started first, stopped last: it stores what the others emit while stopping
         # Latency settings (docs/benchmarks.md, end to end): a simulated hour passes in
@@ -180,8 +178,9 @@ def up(
             ["worker", "--loglevel", "warning"],
             LLCR_DATA_DIR=str(data_dir / "worker"),
             LLCR_ZONES="[" + ",".join(f'"{z}"' for z in zone_list) + "]",
-            LLCR_GRACE_S=str(max(5.0, speed)),
+            LLCR_GRACE_S=str(max(5.0, clock.speed)),
             LLCR_MAX_WAIT_S="10",
+            LLCR_AVERAGE_VARIANT="direct" if live else "lifecycle",
             LLCR_LIVE_EVERY_S="0.5",
             LLCR_TICK_S="0.25",
         )
@@ -189,29 +188,24 @@ def up(
         # start first, and the rest a moment later, so they do not share the CPU with ten
         # other imports (first emission row in ClickHouse ~3 s sooner on 2 cores)
         stop.wait(STAGGER_S)
-        _spawn_removal(spawn, zone_list, speed)
+        _spawn_removal(spawn, zone_list, clock.speed)
         signals_port = _free_port()
         spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port))
-        spawn(
-            "grid",
-            ["agent", "grid", *clock, *[arg for f in files for arg in ("--from-csv", f)]],
-            LLCR_STATE_DIR=str(data_dir / "grid"),
-        )
+        grid = _spawn_grid(spawn, zone_list, grid_files, clock, data_dir / "grid")
         _spawn_agents(
             spawn,
             zone_list,
             sim_hosts=sim_hosts,
             gpus=gpus,
             traces=gpu_traces,
+            nvml=nvml,
             clock=clock,
-            speed=speed,
             spool_root=data_dir / "agents",
         )
         click.echo(
-            f"running   sink, removal (capture + credits), worker, grid feeder "
-            f"({len(files)} file(s)), {sim_hosts} sim host(s) x {gpus} GPUs, "
-            f"{len(gpu_traces)} trace host(s), at {speed:g}x from {start}; "
-            f"logs in {data_dir / 'logs'}"
+            f"running   sink, removal (capture + credits), worker, grid feeder ({grid}), "
+            f"{sim_hosts} sim host(s) x {gpus} GPUs, {len(gpu_traces)} trace host(s), "
+            f"{int(nvml)} NVML host(s); logs in {data_dir / 'logs'}"
         )
         click.echo(
             f"signals   http://127.0.0.1:{signals_port}/v1/eco/{zone_list[0]} (and /v1/route)"
@@ -226,6 +220,116 @@ def up(
         click.echo(_removal_line(clickhouse))
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
     click.echo(f'query it: llcr query --dsn {clickhouse.dsn} "SELECT * FROM llcr.emissions"')
+
+
+def _prepare(broker: Broker, data_dir: Path) -> tuple[KafkaSettings, ClickHouseSettings]:
+    """Every topic on the broker and every table in chDB, then chDB closed for the sink."""
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    results = create_topics(kafka.librdkafka(), kafka.topic_prefix)
+    clickhouse = ClickHouseSettings(dsn=f"chdb:{(data_dir / 'chdb').resolve()}")
+    client = connect(clickhouse)
+    try:
+        applied = apply_migrations(client, clickhouse.database)
+    finally:
+        client.close()  # the sink owns chDB from here on
+    click.echo(f"broker    {broker.bootstrap} (Tansu, in memory)")
+    click.echo(f"topics    {len(results)} ready ({kafka.topic_prefix}*)")
+    click.echo(f"chdb      {(data_dir / 'chdb').resolve()} ({len(applied)} migration(s) applied)")
+    return kafka, clickhouse
+
+
+@dataclass(frozen=True)
+class Clock:
+    """How every process tells time: one simulated clock that reads ``start`` at the wall
+    clock's ``anchor_ms`` and runs ``speed`` times faster, or (``start`` None) the wall
+    clock itself."""
+
+    start: str | None
+    speed: float
+    anchor_ms: int | None
+
+    def env(self) -> dict[str, str]:
+        if self.start is None:
+            return {}
+        return {
+            "LLCR_SIM_START": self.start,
+            "LLCR_SIM_SPEED": str(self.speed),
+            "LLCR_SIM_ANCHOR_MS": str(self.anchor_ms),
+        }
+
+    def args(self) -> list[str]:
+        """The agents' and the feeder's options for this clock."""
+        if self.start is None:
+            return []
+        return [
+            "--start",
+            self.start,
+            "--anchor-ms",
+            str(self.anchor_ms),
+            "--speed",
+            str(self.speed),
+        ]
+
+    def __str__(self) -> str:
+        if self.start is None:
+            return "the wall clock (live)"
+        return f"{self.start} at epoch ms {self.anchor_ms}, {self.speed:g}x (every process)"
+
+
+def _has_nvml() -> bool:
+    """Whether this machine has a GPU that NVML can read."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount()) > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no library, no driver, no GPU: pynvml raises NVMLError or OSError
+        return False
+
+
+def _spawn_grid(
+    spawn: _Spawner, zones: list[str], files: tuple[Path, ...], clock: Clock, state_dir: Path
+) -> str:
+    """The grid feeder: files replayed on the simulated clock, or (live) the providers
+    polled, with each zone's shipped 2023 mean as the static fallback. Says what it runs."""
+    if clock.start is not None:
+        paths = [str(f) for f in files] or [
+            str(f) for f in _shipped_grid_files() if f.name.split("_")[0] in zones
+        ]
+        spawn(
+            "grid",
+            ["agent", "grid", *clock.args(), *[arg for f in paths for arg in ("--from-csv", f)]],
+            LLCR_STATE_DIR=str(state_dir),
+        )
+        return f"{len(paths)} file(s)"
+    fallback = _shipped_means(zones)
+    spawn(
+        "grid",
+        ["agent", "grid"],
+        LLCR_STATE_DIR=str(state_dir),
+        LLCR_ZONES=json.dumps(zones),
+        LLCR_STATIC_G_PER_KWH=json.dumps(fallback),
+        LLCR_POLL_INTERVAL_S="60",
+    )
+    return f"live providers; static fallback for {', '.join(fallback) or 'no zone'}"
+
+
+def _shipped_means(zones: list[str]) -> dict[str, float]:
+    """Each zone's mean direct intensity over the shipped 2023 file (g/kWh)."""
+    from agents.grid.files import read_intensity_csv
+
+    means = {}
+    for path in _shipped_grid_files():
+        zone = path.name.split("_")[0]
+        if zone in zones:
+            with path.open(encoding="utf-8-sig", newline="") as lines:
+                observations, _ = read_intensity_csv(lines, path.name)
+            values = [o.value for o in observations if o.variant == "direct"]
+            means[zone] = round(sum(values) / len(values), 2)
+    return means
 
 
 def _spawn_removal(spawn: _Spawner, zones: list[str], speed: float) -> None:
@@ -247,22 +351,23 @@ def _spawn_agents(
     sim_hosts: int,
     gpus: int,
     traces: tuple[Path, ...],
-    clock: list[str],
-    speed: float,
+    nvml: bool,
+    clock: Clock,
     spool_root: Path,
 ) -> None:
-    """One GPU agent per sim host and per trace, given zones in turn."""
-    agents: list[tuple[str, Path | None]] = [
-        (f"sim-{zones[i % len(zones)].lower()}-{i}", None) for i in range(sim_hosts)
-    ]
-    agents += [(f"trace-{_slug(path.stem)}-{i}", path) for i, path in enumerate(traces)]
-    for i, (host, trace) in enumerate(agents):
+    """One GPU agent for this machine's GPUs (``nvml``), per sim host and per trace, given
+    zones in turn."""
+    agents: list[tuple[str, list[str]]] = []
+    if nvml:
+        agents.append((_slug(socket.gethostname()) or "this-host", ["--source", "nvml"]))
+    for i in range(sim_hosts):
+        sim = ["--source", "sim", "--gpus", str(gpus), "--seed", str(i), *clock.args()]
+        agents.append((f"sim-{zones[len(agents) % len(zones)].lower()}-{i}", sim))
+    for i, path in enumerate(traces):
+        replay = ["--source", "replay", "--trace", str(path), "--speed", str(clock.speed)]
+        agents.append((f"trace-{_slug(path.stem)}-{i}", replay))
+    for i, (host, source) in enumerate(agents):
         zone = zones[i % len(zones)]
-        source = (
-            ["--source", "sim", "--gpus", str(gpus), "--seed", str(i), *clock]
-            if trace is None
-            else ["--source", "replay", "--trace", str(trace), "--speed", str(speed)]
-        )
         spawn(
             f"agent-{host}",
             ["agent", "gpu", *source],
@@ -270,7 +375,7 @@ def _spawn_agents(
             LLCR_ZONE=zone,
             LLCR_SITE=f"{zone.lower()}-site",
             LLCR_SPOOL_DIR=str(spool_root / host),
-            LLCR_SAMPLE_INTERVAL_S=str(max(0.02, 10.0 / speed)),
+            LLCR_SAMPLE_INTERVAL_S=str(1.0 if clock.start is None else max(0.02, 10 / clock.speed)),
             LLCR_PUBLISH_INTERVAL_S="0.25",
         )
 

@@ -248,3 +248,43 @@ def test_up_on_a_grid_file_and_a_gpu_trace_matches_an_independent_calculation(
         assert row["marginal_g"] == pytest.approx(marginal[hour][1], rel=1e-9)
         assert row["zones"] == [ZONE] and set(row["statuses"]) <= {"final", "revised"}
         assert row["providers"] == ["csv:pl_intensity.csv"] and row["variants"] == ["lifecycle"]
+
+
+def test_up_live_runs_on_the_wall_clock_with_the_static_fallback(tmp_path: Path) -> None:
+    """No GPU and no provider keys here: sim hosts on the wall clock, priced with the
+    shipped 2023 mean of the zone, which says it is an estimate. (DE only: no keyless
+    provider serves it, so nothing leaves 127.0.0.1.)"""
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLCR_")}
+    argv = ["up", "--live", "--zones", "DE", "--hosts", "1", "--duration", "30"]
+    done = subprocess.run(
+        [*LLCR, *argv, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "clock     the wall clock (live)" in done.stdout
+    assert "static fallback for DE" in done.stdout
+    dsn = f"chdb:{(data / 'chdb').resolve()}"
+    (event,) = query_rows(
+        dsn,
+        "SELECT zone, intensity_g_per_kwh AS g, provider, kind, variant, "
+        "toUnixTimestamp64Milli(period_start) AS start FROM llcr.grid_intensity FINAL",
+    )
+    assert (event["zone"], event["provider"], event["kind"], event["variant"]) == (
+        "DE",
+        "static",
+        "estimated",
+        "direct",
+    )
+    assert abs(event["start"] / 1000 - time.time()) < 2 * 3600  # this hour, not 2023
+    (live,) = query_rows(
+        dsn,
+        "SELECT sum(energy_mj) AS mj, sum(emissions_average_g) AS g, "
+        "toUnixTimestamp64Milli(max(as_of)) AS as_of FROM llcr.emissions_live FINAL",
+    )
+    assert live["mj"] > 0 and abs(live["as_of"] / 1000 - time.time()) < 120
+    assert live["g"] == pytest.approx(live["mj"] / 3.6e9 * event["g"], rel=1e-6)
