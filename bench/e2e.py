@@ -24,6 +24,7 @@ import bisect
 import contextlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -265,7 +266,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     data = Path(tempfile.mkdtemp(prefix="llcr-e2e-"))
     port = free_port()
     env = {**os.environ, **dict(item.split("=", 1) for item in args.set)}
-    total = args.warmup + args.duration + 5
+    total = args.warmup + args.duration + 60  # slack: `up` must outlive the window
     argv = [sys.executable, "-c", "from schemas.cli import main; main()", "up", "--plain"]
     argv += ["--hosts", str(args.hosts), "--gpus", str(args.gpus), "--speed", str(args.speed)]
     argv += ["--duration", str(total), "--port", str(port), "--data-dir", str(data)]
@@ -306,7 +307,6 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     t2, c2 = time.time() * 1000, count(clickhouse, "SELECT count() FROM llcr.gpu_samples")
     time.sleep(5)  # the records of samples up to t2 reach the bench's consumer
     records.stop()
-    up.wait(total + 60)
     window = (t1, t2)
     per_sample = provisional_latencies(records, clock, window)
     finals = [
@@ -314,6 +314,8 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
         for produced, r in records.finals
         if t1 <= produced <= t2
     ]
+    up.send_signal(signal.SIGINT)  # as Ctrl-C: `up` stops its processes, chDB stays
+    up.wait(120)
     stored = run_query(
         clickhouse,
         "SELECT toUnixTimestamp64Milli(end), toUnixTimestamp64Milli(ingested_at) "

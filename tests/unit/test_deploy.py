@@ -161,3 +161,19 @@ def test_the_readme_cli_names_real_commands_and_options() -> None:
             known = {o for p in command.params for o in getattr(p, "opts", [])}
             named = {w.strip("[]|.,") for w in words if w.strip("[").startswith("--")}
             assert named <= known, f"`{line}`: {sorted(named - known)} not options"
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests/fixtures/compose/compose_spec.json").read_text())
+    schema["properties"]["name"] = {"type": "string"}  # added to the spec after this copy
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(compose)]
+    assert errors == []
+    # and the schema is strict enough to catch a typo
+    broken = {**compose, "services": {"sink": {**compose["services"]["sink"], "comand": "x"}}}
+    assert any("comand" in e.message for e in validator.iter_errors(broken))
