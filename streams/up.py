@@ -214,8 +214,10 @@ def up(
             f"signals   http://127.0.0.1:{signals_port}/v1/eco/{zone_list[0]} (and /v1/route)"
         )
         click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
-        live = not plain and sys.stdout.isatty()
-        watcher = threading.Thread(target=_watch, args=(kafka, clickhouse, stop, live), daemon=True)
+        redraw = not plain and sys.stdout.isatty()
+        watcher = threading.Thread(
+            target=_watch, args=(kafka, clickhouse, stop, redraw), daemon=True
+        )
         watcher.start()
         stop.wait(duration)
         stop.set()
@@ -521,11 +523,11 @@ def _shipped_grid_files() -> list[Path]:
 
 
 def _watch(
-    kafka: KafkaSettings, clickhouse: ClickHouseSettings, stop: threading.Event, live: bool
+    kafka: KafkaSettings, clickhouse: ClickHouseSettings, stop: threading.Event, redraw: bool
 ) -> None:
     """Feed the live view from the pipeline's topics and store until ``stop``.
 
-    ``live``: redraw it in place (rich); otherwise print each final or revised hour as a
+    ``redraw``: redraw it in place (rich); otherwise print each final or revised hour as a
     line and a status line every 10 s.
     """
     from confluent_kafka import Consumer, TopicPartition
@@ -550,7 +552,7 @@ def _watch(
     )
     view = LiveView()
     console = Console()
-    display = Live(console=console, refresh_per_second=2, transient=False) if live else None
+    display = Live(console=console, refresh_per_second=2, transient=False) if redraw else None
     next_removal = next_status = time.monotonic() + 2
     try:
         if display is not None:

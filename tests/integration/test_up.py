@@ -226,7 +226,7 @@ def test_up_on_a_grid_file_and_a_gpu_trace_matches_an_independent_calculation(
     assert done.returncode == 0, done.stderr
     # the zone and the start came from the files
     assert "0 sim host(s)" in done.stdout and "1 trace host(s)" in done.stdout, done.stdout
-    assert "from 2025-03-01T00:00:00Z" in done.stdout
+    assert "clock     2025-03-01T00:00:00Z at epoch ms" in done.stdout
     dsn = f"chdb:{(data / 'chdb').resolve()}"
     rows = query_rows(
         dsn,

@@ -110,16 +110,42 @@ def test_kubernetes_manifests_run_real_commands_with_real_settings(manifest: Pat
             document["spec"]["selector"]["matchLabels"].items()
             <= template["metadata"]["labels"].items()
         )
+        assert document["metadata"].get("namespace") == "llcr"
         for container in template["spec"]["containers"]:
+            lint_container(container, f"{manifest.name} {document['metadata']['name']}")
             path = resolve(list(container["args"]))
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
             for source in container.get("envFrom", []):
                 ref = source.get("configMapRef") or source.get("secretRef")
                 env.update(config.get(ref["name"], {}))
             check_env(settings_for(path), env, f"{manifest.name} {container['name']}")
+    workloads = [d for d in documents if d["kind"] in ("Deployment", "DaemonSet")]
+    for service in (d for d in documents if d["kind"] == "Service"):
+        assert any(
+            service["spec"]["selector"].items()
+            <= w["spec"]["template"]["metadata"]["labels"].items()
+            for w in workloads
+        ), f"{manifest.name}: Service {service['metadata']['name']} selects no workload"
     if manifest.name == "pipeline.yaml":
         actions = next(d for d in documents if d["metadata"]["name"] == "llcr-actions")
         assert actions["spec"]["replicas"] == 1  # one ledger writer
+
+
+def lint_container(container: dict[str, Any], where: str) -> None:
+    """What a reviewer checks first: a pinned image, requests and a memory limit, probes
+    on ports the container declares, no privilege escalation by default."""
+    assert ":" in container["image"] and not container["image"].endswith(":latest"), where
+    resources = container.get("resources", {})
+    assert {"cpu", "memory"} <= set(resources.get("requests", {})), f"{where}: requests"
+    assert "memory" in resources.get("limits", {}), f"{where}: no memory limit"
+    ports = {p.get("name") for p in container.get("ports", [])} | {
+        p["containerPort"] for p in container.get("ports", [])
+    }
+    for probe in ("readinessProbe", "livenessProbe"):
+        check = container.get(probe, {})
+        port = (check.get("httpGet") or check.get("tcpSocket") or {}).get("port")
+        assert port is None or port in ports, f"{where}: {probe} on undeclared port {port}"
+    assert not container.get("securityContext", {}).get("privileged", False), where
 
 
 def readme_cli_lines() -> list[str]:
