@@ -25,7 +25,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,17 +42,12 @@ from schemas.codec import make_codec
 from schemas.errors import LlcrError
 from schemas.settings import KafkaSettings
 from schemas.topics import TopicKey, spec
+from streams.embedded.broker import free_port
 from streams.settings import ClickHouseSettings
 from streams.sink.query import run_query
 
 HOUR_MS = 3_600_000
 CLOCK = re.compile(r"^clock\s+(\S+) at epoch ms (\d+), ([\d.]+)x")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:

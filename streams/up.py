@@ -39,11 +39,12 @@ from typing import IO, Any
 
 import click
 
+from agents.cli import bundled_grid_files
 from schemas.admin import create_topics
 from schemas.records import EmissionHour
 from schemas.settings import KafkaSettings
 from schemas.topics import TopicKey
-from streams.embedded.broker import Broker
+from streams.embedded.broker import Broker, free_port
 from streams.process import stop_on_signals
 from streams.settings import ClickHouseSettings
 from streams.store.client import connect
@@ -193,7 +194,7 @@ def up(
         # other imports (first emission row in ClickHouse ~3 s sooner on 2 cores)
         stop.wait(STAGGER_S)
         _spawn_removal(spawn, zone_list, clock.speed)
-        signals_port = _free_port()
+        signals_port = free_port()
         spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port))
         grid = _spawn_grid(spawn, zone_list, grid_files, clock, data_dir / "grid")
         _spawn_agents(
@@ -303,7 +304,7 @@ def _spawn_grid(
     polled, with each zone's shipped 2023 mean as the static fallback. Says what it runs."""
     if clock.start is not None:
         paths = [str(f) for f in files] or [
-            str(f) for f in _shipped_grid_files() if f.name.split("_")[0] in zones
+            str(f) for f in bundled_grid_files() if f.name.split("_")[0] in zones
         ]
         spawn(
             "grid",
@@ -328,7 +329,7 @@ def _shipped_means(zones: list[str]) -> dict[str, float]:
     from agents.grid.files import read_intensity_csv
 
     means = {}
-    for path in _shipped_grid_files():
+    for path in bundled_grid_files():
         zone = path.name.split("_")[0]
         if zone in zones:
             with path.open(encoding="utf-8-sig", newline="") as lines:
@@ -467,14 +468,6 @@ def _child(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> I
         log.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _removal_env(zones: list[str], speed: float) -> dict[str, str]:
     """Settings of the removal processes: one sim capture unit per site, the sim provider,
     and deadlines short enough to see orders."""
@@ -494,7 +487,7 @@ def _removal_env(zones: list[str], speed: float) -> dict[str, str]:
     }
     return {
         "LLCR_CAPTURE_UNITS": json.dumps(units),
-        "LLCR_PROVIDER_URL": f"http://127.0.0.1:{_free_port()}",
+        "LLCR_PROVIDER_URL": f"http://127.0.0.1:{free_port()}",
         "LLCR_MIN_LOT_G": "100",
         "LLCR_LATENCY_TARGET_H": "6",
         "LLCR_ORDER_LEAD_H": "1",
@@ -513,14 +506,6 @@ def _removal_line(clickhouse: ClickHouseSettings) -> str:
         return removal_text(removal_of(run_query(clickhouse, REMOVAL_SQL, endpoint_only=True).rows))
     except LlcrError as exc:
         return f"removal   (not available: {exc})"
-
-
-def _shipped_grid_files() -> list[Path]:
-    from importlib import resources
-
-    folder = resources.files("agents") / "data" / "grid"
-    names = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".csv"))
-    return [Path(str(folder / name)) for name in names]
 
 
 def _watch(
