@@ -1,4 +1,4 @@
-"""Diagnostic for the open SIGKILL defect (docs/matching.md).
+"""Diagnostic for crash safety (docs/matching.md, "Crash and rebalance safety").
 
 Kills a busy worker as soon as it has emitted a few hourly records, restarts it, and
 prints which (hour, host) finals are missing against the reference. Run from the repo root:

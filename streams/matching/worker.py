@@ -7,14 +7,21 @@
   value per host: its GPUs' energy bins, the sequence numbers applied and what was
   emitted. The value is written once per host per batch. The same value holds the
   sequences, so a replay after a crash changes nothing.
+* Every table write goes to its changelog through :meth:`Matching.persist`, which waits
+  for the broker's acknowledgement before the batch ends. faust's own table writes are
+  buffered (``send_soon``), and its flush before a commit gives up after 0.1 s with
+  messages still in the buffer; a commit could then pass offsets whose state never
+  reached the changelog, and a worker that recovered it (after SIGKILL, or taking over
+  a partition in a rebalance) missed those samples for good. Now an event is acked, so
+  committable, only after the state it produced is on the broker.
 * A timer runs the hour lifecycle (``lifecycle.tick``) for the hosts of this worker's
   partitions. It closes quiet hosts' hours on the clock, which faust's window callbacks
   do not do. It writes records first and state after, so a crash repeats a record (same
   record_id and revision, deduplicated downstream) and never loses one.
 
-The host table uses the Kafka partitioner for its changelog (``use_partitioner``). The
-GPU agent produces with ``murmur2_random``, Java's and aiokafka's partitioner, so a
-host's state lives on the partition of its samples.
+A host's state is written to the changelog partition of its samples partition (the
+tables are co-partitioned with their source topics), so the worker that owns a samples
+partition recovers exactly its hosts.
 """
 
 from __future__ import annotations
@@ -146,7 +153,6 @@ class Matching:
             default=None,
             key_type=bytes,
             partitions=spec("samples").partitions,
-            use_partitioner=True,
         )
         self.prices = app.GlobalTable(
             PRICES_TABLE,
@@ -154,7 +160,6 @@ class Matching:
             key_type=bytes,
             partitions=spec("intensity").partitions,
             recovery_buffer_size=1,
-            use_partitioner=True,  # written from batches (take_events): no current event
         )
         for table in (self.hosts, self.prices):
             # faust derives serializers from key_type/value_type (json by default) and made
@@ -192,8 +197,31 @@ class Matching:
         encoded = self.codec.encode("dead_letter", letter)
         await self.dead_topic.send(key=b"worker.matching", value=encoded)
 
+    async def persist(self, table: Any, writes: list[tuple[bytes, Any, int | None]]) -> None:
+        """Set ``(key, value, changelog partition)`` in ``table`` and wait until its
+        changelog holds them (``None``: the producer's partitioner picks).
+
+        The value is serialized when sent, so later changes to a live state object do not
+        leak into a record already written.
+        """
+        pending = []
+        for key, value, partition in writes:
+            table.data[key] = value
+            pending.append(
+                await table.changelog_topic.send(
+                    key=key,
+                    value=value,
+                    partition=partition,
+                    callback=table._on_changelog_sent,  # keeps a RocksDB store's offsets
+                    force=True,  # now, not attached to the event's commit
+                )
+            )
+        if pending:
+            await asyncio.gather(*pending)
+
     async def take_prices(self, stream: Any) -> None:
         async for events in stream.take_events(1000, within=0.2):
+            changed_bins: dict[bytes, list[Price | None]] = {}
             for event in events:
                 try:
                     record = cast(
@@ -211,7 +239,10 @@ class Matching:
                     await self.dead(f"unaligned_period: {exc}", event.value, event)
                     continue
                 for key, bins in changed.items():
-                    self.prices[book_key(key)] = bins
+                    self.prices.data[book_key(key)] = bins  # the next event merges with it
+                    changed_bins[book_key(key)] = bins
+            # one write per bin key per batch, on the broker before the batch is acked
+            await self.persist(self.prices, [(k, v, None) for k, v in changed_bins.items()])
 
     async def match(self, stream: Any) -> None:
         settings = self.settings
@@ -223,12 +254,10 @@ class Matching:
                 now_ms = int(self.clock() * 1000)
                 for event in events:
                     await self._take_batch(event, touched, now_ms)
-                for host_key, state in touched.items():
-                    self.hosts[host_key] = state  # one write per host per batch
-                # The changelog must hold these writes before the batch's offsets can be
-                # committed: otherwise a crash in between loses the batch (state restored
-                # without it, offsets already past it).
-                await self.app.producer.flush()
+                # one write per host per batch, on the broker before the batch is acked
+                await self.persist(
+                    self.hosts, [(k, state, state.partition) for k, state in touched.items()]
+                )
 
     async def _take_batch(self, event: Any, touched: dict[bytes, HostState], now_ms: int) -> None:
         try:
@@ -285,7 +314,7 @@ class Matching:
                 await asyncio.gather(*pending)  # delivered before the state says so
                 self.stats.records += len(out.hourly)
                 self.stats.live += len(out.live)
-                self.hosts[host_key] = state
+                await self.persist(self.hosts, [(host_key, state, state.partition)])
 
 
 def register(

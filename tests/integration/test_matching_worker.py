@@ -36,10 +36,7 @@ from tests.reference_matching import reference
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    """These faust workers get a broker of their own. On the shared session broker, after
-    the removal-service tests' consumer groups had come and gone, the two-worker
-    rebalance test lost about a third of its hours in most full runs (never alone):
-    Tansu's group coordinator state is the suspect (see the issue 5 note)."""
+    """These faust workers get a broker of their own, apart from the other tests' groups."""
     with Broker(log_path=tmp_path_factory.mktemp("matching-broker") / "tansu.log") as running:
         yield running
 
@@ -264,12 +261,6 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
     assert {d["component"] for d in letters} == {"worker.matching"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known defect (issue 5, open): after SIGKILL under load the restarted worker "
-    "recovers a host state older than its committed offsets in about 2 runs of 3, so some "
-    "hours never complete; see docs/matching.md 'Known defect'",
-)
 def test_sigkill_of_a_busy_worker_changes_no_final_number(
     kafka: KafkaSettings, topics: Topics, tmp_path: Path
 ) -> None:
@@ -296,9 +287,10 @@ def test_sigkill_of_a_busy_worker_changes_no_final_number(
 def test_two_workers_in_one_group_across_a_rebalance_agree_with_the_reference(
     tmp_path: Path,
 ) -> None:
-    # A fresh broker: after earlier consumer groups on the same Tansu (even this module's
-    # SIGKILL test) the second member's rebalance left about a third of the hours
-    # unprocessed in most full runs, never alone (issue 5 note).
+    # A fresh broker, so the group starts from a clean coordinator. (This test used to lose
+    # about a third of the hours in some runs: the worker that took over a partition
+    # recovered a state older than the committed offsets; see "Crash and rebalance
+    # safety" in docs/matching.md.)
     with Broker(log_path=tmp_path / "tansu.log") as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix="two.")
         create_topics(kafka.librdkafka(), kafka.topic_prefix)
