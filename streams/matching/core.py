@@ -229,15 +229,20 @@ def apply_sample(state: GpuState, sample: GpuSample) -> bool:
         return True
     pieces = split_hours(start, end)
     state.watermark_ms = max(state.watermark_ms, end)
+    whole = len(pieces) == 1  # the common case: the sample lies within one hour
     for job in sample["jobs"]:
         energy = job["energy_mj"]
-        ints = _largest_remainder(energy, [b - a for _, a, b in pieces]) if energy else None
+        if whole or not energy:
+            ints = [energy] * len(pieces) if whole else [0] * len(pieces)
+        else:
+            ints = _largest_remainder(energy, [b - a for _, a, b in pieces])
         for i, (hour, a, b) in enumerate(pieces):
-            hour_energy = state.hours.setdefault(
-                HourKey(hour, job["job_id"], job["tenant"]), HourEnergy()
-            )
+            key = HourKey(hour, job["job_id"], job["tenant"])
+            hour_energy = state.hours.get(key)
+            if hour_energy is None:
+                hour_energy = state.hours[key] = HourEnergy()
             _add_piece(hour_energy, hour, a, b, energy / duration)
-            hour_energy.energy_mj += ints[i] if ints else 0
+            hour_energy.energy_mj += ints[i]
             hour_energy.covered_ms += b - a
             hour_energy.gpu_ms += (b - a) * job["share"]
             hour_energy.as_of_ms = max(hour_energy.as_of_ms, b)

@@ -77,38 +77,53 @@ class Output:
     live: list[LiveEmission] = field(default_factory=list)
 
 
-def check_sample(sample: GpuSample, state: HostState, now_ms: int, policy: Policy) -> str | None:
-    """Why a sample must not be applied (a dead-letter reason), or None."""
+def check_sample(
+    sample: GpuSample,
+    state: HostState,
+    now_ms: int,
+    policy: Policy,
+    watermark_ms: int | None = None,
+) -> str | None:
+    """Why a sample must not be applied (a dead-letter reason), or None.
+
+    ``watermark_ms`` is the host's watermark when the caller already has it (a batch
+    keeps it up to date instead of recomputing it per sample). Checks run in order; only a
+    failed one builds its message.
+    """
+    reason = _value_problem(sample, policy)
+    if reason is None:
+        watermark = state.watermark_ms if watermark_ms is None and state.gpus else watermark_ms
+        reason = _time_problem(sample, bool(state.gpus), watermark or 0, now_ms, policy)
+    return reason
+
+
+def _value_problem(sample: GpuSample, policy: Policy) -> str | None:
     start, end, energy = sample["start_ms"], sample["end_ms"], sample["energy_mj"]
     if end <= start:
         return f"empty_interval: end {end} is not after start {start}"
+    jobs = sample["jobs"]
+    if energy < 0 or any(j["energy_mj"] < 0 for j in jobs):
+        return f"negative_energy: {energy} mJ"
+    if sum(j["energy_mj"] for j in jobs) != energy:
+        return "inconsistent_jobs: job shares do not sum to the sample's energy"
     watts = energy / (end - start)
     limit = sample["power_limit_w"]
-    age = now_ms - end
-    checks = (
-        (
-            energy < 0 or any(j["energy_mj"] < 0 for j in sample["jobs"]),
-            f"negative_energy: {energy} mJ",
-        ),
-        (
-            sum(j["energy_mj"] for j in sample["jobs"]) != energy,
-            "inconsistent_jobs: job shares do not sum to the sample's energy",
-        ),
-        (
-            not math.isfinite(watts) or (limit > 0 and watts > policy.absurd_factor * limit),
-            f"absurd_power: {watts:.0f} W against a {limit:.0f} W limit",
-        ),
-        (-age > policy.future_ms, f"future_timestamp: ends {-age / 60_000:.0f} min after now"),
-        (
-            policy.max_age_ms is not None and age > policy.max_age_ms,
-            f"too_old: ended {age / HOUR_MS:.1f} h ago",
-        ),
-        (
-            bool(state.gpus) and start < state.watermark_ms - policy.retention_ms,
-            "too_late: its hour was closed and forgotten (beyond retention)",
-        ),
-    )
-    return next((reason for failed, reason in checks if failed), None)
+    if not math.isfinite(watts) or (limit > 0 and watts > policy.absurd_factor * limit):
+        return f"absurd_power: {watts:.0f} W against a {limit:.0f} W limit"
+    return None
+
+
+def _time_problem(
+    sample: GpuSample, known: bool, watermark_ms: int, now_ms: int, policy: Policy
+) -> str | None:
+    age = now_ms - sample["end_ms"]
+    if -age > policy.future_ms:
+        return f"future_timestamp: ends {-age / 60_000:.0f} min after now"
+    if policy.max_age_ms is not None and age > policy.max_age_ms:
+        return f"too_old: ended {age / HOUR_MS:.1f} h ago"
+    if known and sample["start_ms"] < watermark_ms - policy.retention_ms:
+        return "too_late: its hour was closed and forgotten (beyond retention)"
+    return None
 
 
 def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
@@ -117,14 +132,20 @@ def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
     if gpu is None:
         gpu = GpuState(state.host, site, zone, sample["gpu_model"])
         state.gpus[sample["gpu_uuid"]] = gpu
-    before = set(gpu.hours)
-    hours = {t - t % HOUR_MS for t in (sample["start_ms"], sample["end_ms"] - 1)}
     if not apply_sample(gpu, sample):
         return False
+    # every (job, hour) of the hours the sample touches changed (its coverage at least);
+    # a new key is always in one of them
+    first = sample["start_ms"] - sample["start_ms"] % HOUR_MS
+    last = sample["end_ms"] - 1 - (sample["end_ms"] - 1) % HOUR_MS
+    emitted, uuid = state.emitted, sample["gpu_uuid"]
     for key in gpu.hours:
-        if key in before and key.hour_start_ms not in hours:
-            continue
-        state.emitted.setdefault((sample["gpu_uuid"], key), Emitted()).dirty = True
+        if first <= key.hour_start_ms <= last:
+            mark = emitted.get((uuid, key))
+            if mark is None:
+                emitted[(uuid, key)] = Emitted()  # dirty
+            else:
+                mark.dirty = True
     return True
 
 

@@ -274,13 +274,15 @@ class Matching:
         state.last_seen_ms = now_ms
         touched[host_key] = state
         self.stats.batches += 1
+        watermark = state.watermark_ms  # kept up to date here, not recomputed per sample
         for sample in batch["samples"]:
-            reason = check_sample(sample, state, now_ms, self.policy)
+            reason = check_sample(sample, state, now_ms, self.policy, watermark)
             if reason is not None:
                 suffix = f":{sample['gpu_uuid']}:{sample['seq']}"
                 await self.dead(reason, sample_json(sample), event, suffix)
             elif ingest(state, batch["zone"], batch["site"], sample):
                 self.stats.samples += 1
+                watermark = max(watermark, sample["end_ms"])
             else:
                 self.stats.duplicates += 1
 

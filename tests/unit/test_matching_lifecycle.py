@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.matching.core import HOUR_MS, Factors, IntensityBook
-from streams.matching.lifecycle import HostState, Policy, check_sample, ingest, tick
+from streams.matching.core import HOUR_MS, Factors, HourEnergy, HourKey, IntensityBook
+from streams.matching.lifecycle import Emitted, HostState, Policy, check_sample, ingest, tick
 from tests.unit.test_matching_core import T0, event, sample
 
 POLICY = Policy(grace_ms=60_000, max_wait_ms=600_000, live_every_ms=5_000, retention_ms=2 * HOUR_MS)
@@ -84,6 +84,22 @@ def test_old_closed_hours_are_forgotten_and_samples_for_them_refused() -> None:
     assert {k.hour_start_ms for k in state.gpus["g"].hours} == {T0 + 4 * HOUR_MS}
     late = sample("g", 2, T0 + 1000, T0 + 2000, [("j", 10)])
     assert (check_sample(late, state, T0 + 4 * HOUR_MS, POLICY) or "").startswith("too_late")
+    # a caller that tracks the watermark passes it; the verdict is the same
+    watermark = state.watermark_ms
+    assert (check_sample(late, state, T0 + 4 * HOUR_MS, POLICY, watermark) or "").startswith(
+        "too_late"
+    )
+    assert check_sample(late, state, T0 + 4 * HOUR_MS, POLICY, T0 + HOUR_MS) is None
+
+
+def test_a_sample_across_three_hours_marks_every_hour_it_touches() -> None:
+    state = host_with(sample("g", 0, T0, T0 + 60_000, [("j", 10)]), seen_at=T0)
+    middle = HourKey(T0 + HOUR_MS, "j", "t")
+    state.gpus["g"].hours[middle] = HourEnergy()  # an hour that exists, then clean
+    state.emitted[("g", middle)] = Emitted(dirty=False)
+    ingest(state, "DE", "fra", sample("g", 1, T0 + 1000, T0 + 2 * HOUR_MS + 1000, [("j", 30)]))
+    hours = {k.hour_start_ms for (_, k), e in state.emitted.items() if e.dirty}
+    assert hours == {T0, T0 + HOUR_MS, T0 + 2 * HOUR_MS}
 
 
 def test_absurd_samples_are_refused_with_a_reason() -> None:
