@@ -18,9 +18,10 @@ binding). Periods that are not 5-minute aligned are refused (dead letter).
 greatest (revision, published_at_ms, event_id) wins. That is a max, so arrival order
 does not matter, and a revision (a higher number) replaces what it revises.
 
-**Idempotence.** Every GPU keeps the set of sample sequence numbers it applied (a
-contiguous prefix plus stragglers) in the same state value as its hours, so a replayed
-or duplicated batch changes nothing.
+**Idempotence.** Every (GPU, hour) keeps the set of sample sequence numbers applied to
+it (a contiguous run plus stragglers) in the same state value as its energy, so a
+replayed or duplicated batch changes nothing, even when one hour of a sample that
+straddles two was stored and the other was not.
 """
 
 from __future__ import annotations
@@ -145,19 +146,31 @@ class IntensityBook:
 
 @dataclass
 class SeqSet:
-    """Applied sequence numbers: everything below ``upto``, plus ``extra`` above it."""
+    """Applied sequence numbers: the run ``[lo, upto)``, plus ``extra`` outside it."""
 
     upto: int = 0
     extra: set[int] = field(default_factory=set)
+    lo: int = 0
 
     def __contains__(self, seq: int) -> bool:
-        return seq < self.upto or seq in self.extra
+        return self.lo <= seq < self.upto or seq in self.extra
 
     def add(self, seq: int) -> None:
-        self.extra.add(seq)
+        if self.lo == self.upto and not self.extra:
+            self.lo, self.upto = seq, seq + 1  # the first one starts the run
+            return
+        if seq == self.upto:
+            self.upto += 1
+        elif seq == self.lo - 1:
+            self.lo -= 1
+        else:
+            self.extra.add(seq)
         while self.upto in self.extra:
             self.extra.discard(self.upto)
             self.upto += 1
+        while self.lo - 1 in self.extra:
+            self.extra.discard(self.lo - 1)
+            self.lo -= 1
 
 
 @dataclass(frozen=True)
@@ -184,13 +197,14 @@ class HourEnergy:
 
 @dataclass
 class GpuState:
-    """Everything one GPU contributed: hours by (hour, job), and the sequences applied."""
+    """Everything one GPU contributed: hours by (hour, job), and per hour the sequences
+    applied to it (so an hour, stored alone, knows what it holds)."""
 
     host: str
     site: str
     zone: str
     gpu_model: str
-    applied: SeqSet = field(default_factory=SeqSet)
+    applied: dict[int, SeqSet] = field(default_factory=dict)  # by hour_start_ms
     hours: dict[HourKey, HourEnergy] = field(default_factory=dict)
     watermark_ms: int = 0  # newest sample end seen (event time)
 
@@ -218,16 +232,27 @@ def _largest_remainder(total: int, weights: list[int]) -> list[int]:
 
 
 def apply_sample(state: GpuState, sample: GpuSample) -> bool:
-    """Add one sample's job shares to the GPU's hours; False when it was applied before."""
+    """Add one sample's job shares to the GPU's hours; False when it was applied before.
+
+    Each hour the sample touches checks and records the sequence number itself, so an
+    hour holds a piece of the sample exactly once, whatever was stored or lost beside it.
+    """
     seq = sample["seq"]
-    if seq in state.applied:
-        return False
-    state.applied.add(seq)
     start, end = sample["start_ms"], sample["end_ms"]
     duration = end - start
     if duration <= 0:
-        return True
+        return False
     pieces = split_hours(start, end)
+    fresh = []
+    for i, (hour, _, _) in enumerate(pieces):
+        applied = state.applied.get(hour)
+        if applied is None:
+            applied = state.applied[hour] = SeqSet()
+        if seq not in applied:
+            applied.add(seq)
+            fresh.append(i)
+    if not fresh:
+        return False
     state.watermark_ms = max(state.watermark_ms, end)
     whole = len(pieces) == 1  # the common case: the sample lies within one hour
     for job in sample["jobs"]:
@@ -236,7 +261,8 @@ def apply_sample(state: GpuState, sample: GpuSample) -> bool:
             ints = [energy] * len(pieces) if whole else [0] * len(pieces)
         else:
             ints = _largest_remainder(energy, [b - a for _, a, b in pieces])
-        for i, (hour, a, b) in enumerate(pieces):
+        for i in fresh:
+            hour, a, b = pieces[i]
             key = HourKey(hour, job["job_id"], job["tenant"])
             hour_energy = state.hours.get(key)
             if hour_energy is None:
@@ -247,11 +273,12 @@ def apply_sample(state: GpuState, sample: GpuSample) -> bool:
             hour_energy.gpu_ms += (b - a) * job["share"]
             hour_energy.as_of_ms = max(hour_energy.as_of_ms, b)
             hour_energy.model = job["model"] or hour_energy.model
-        if job["prompt_tokens"] or job["generation_tokens"]:
+        last = len(pieces) - 1
+        if (job["prompt_tokens"] or job["generation_tokens"]) and last in fresh:
             # tokens belong to the hour the sample ends in
-            last = state.hours[HourKey(pieces[-1][0], job["job_id"], job["tenant"])]
-            last.prompt_tokens += job["prompt_tokens"]
-            last.generation_tokens += job["generation_tokens"]
+            tokens = state.hours[HourKey(pieces[last][0], job["job_id"], job["tenant"])]
+            tokens.prompt_tokens += job["prompt_tokens"]
+            tokens.generation_tokens += job["generation_tokens"]
     return True
 
 

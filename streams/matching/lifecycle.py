@@ -28,8 +28,10 @@ from streams.matching.core import (
     HOUR_MS,
     Factors,
     GpuState,
+    HourEnergy,
     HourKey,
     PriceSource,
+    SeqSet,
     apply_sample,
     emission_record,
     fingerprint,
@@ -60,15 +62,94 @@ class Emitted:
 
 @dataclass
 class HostState:
+    """One host's working state. It is stored as one :class:`HourSlice` per hour."""
+
     host: str
     partition: int = -1  # samples partition that owns this host
     last_seen_ms: int = 0  # clock time of the newest batch received
     gpus: dict[str, GpuState] = field(default_factory=dict)
     emitted: dict[tuple[str, HourKey], Emitted] = field(default_factory=dict)
+    # hours to store again and hours to delete, since the caller last took them
+    changed_hours: set[int] = field(default_factory=set)
+    forgotten_hours: set[int] = field(default_factory=set)
 
     @property
     def watermark_ms(self) -> int:
         return max((g.watermark_ms for g in self.gpus.values()), default=0)
+
+    def take_changes(self) -> tuple[list[int], list[int]]:
+        """(hours to store, hours to delete), sorted; forgets them."""
+        changed = sorted(self.changed_hours - self.forgotten_hours)
+        forgotten = sorted(self.forgotten_hours)
+        self.changed_hours, self.forgotten_hours = set(), set()
+        return changed, forgotten
+
+
+@dataclass
+class GpuHour:
+    """One GPU's part of one hour."""
+
+    site: str
+    zone: str
+    gpu_model: str
+    watermark_ms: int
+    applied: SeqSet
+    hours: dict[HourKey, HourEnergy]
+
+
+@dataclass
+class HourSlice:
+    """What a host holds for one hour: the unit the worker stores (key ``host|hour``).
+
+    A batch changes the slices of the hours its samples touch, so the changelog carries
+    what changed, not the whole host. Each slice carries its own applied sequences, so
+    any set of stored slices is a consistent state.
+    """
+
+    host: str
+    hour_start_ms: int
+    partition: int
+    last_seen_ms: int
+    gpus: dict[str, GpuHour]
+    emitted: dict[tuple[str, HourKey], Emitted]
+
+
+def slice_of(state: HostState, hour_start_ms: int) -> HourSlice | None:
+    """The slice of one hour (None when the host holds nothing for it)."""
+    gpus: dict[str, GpuHour] = {}
+    emitted: dict[tuple[str, HourKey], Emitted] = {}
+    for uuid, gpu in state.gpus.items():
+        applied = gpu.applied.get(hour_start_ms)
+        if applied is None:
+            continue
+        hours = {k: v for k, v in gpu.hours.items() if k.hour_start_ms == hour_start_ms}
+        gpus[uuid] = GpuHour(gpu.site, gpu.zone, gpu.gpu_model, gpu.watermark_ms, applied, hours)
+        for key in hours:
+            mark = state.emitted.get((uuid, key))
+            if mark is not None:
+                emitted[(uuid, key)] = mark
+    if not gpus:
+        return None
+    return HourSlice(state.host, hour_start_ms, state.partition, state.last_seen_ms, gpus, emitted)
+
+
+def host_of(slices: list[HourSlice]) -> HostState:
+    """The host state that ``slices`` (of one host) make up."""
+    state = HostState(slices[0].host)
+    for part in sorted(slices, key=lambda x: x.hour_start_ms):
+        state.partition = part.partition
+        state.last_seen_ms = max(state.last_seen_ms, part.last_seen_ms)
+        for uuid, piece in part.gpus.items():
+            gpu = state.gpus.get(uuid)
+            if gpu is None:
+                gpu = state.gpus[uuid] = GpuState(
+                    state.host, piece.site, piece.zone, piece.gpu_model
+                )
+            gpu.applied[part.hour_start_ms] = piece.applied
+            gpu.hours.update(piece.hours)
+            gpu.watermark_ms = max(gpu.watermark_ms, piece.watermark_ms)
+        state.emitted.update(part.emitted)
+    return state
 
 
 @dataclass
@@ -138,6 +219,7 @@ def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
     # a new key is always in one of them
     first = sample["start_ms"] - sample["start_ms"] % HOUR_MS
     last = sample["end_ms"] - 1 - (sample["end_ms"] - 1) % HOUR_MS
+    state.changed_hours.update(range(first, last + 1, HOUR_MS))
     emitted, uuid = state.emitted, sample["gpu_uuid"]
     for key in gpu.hours:
         if first <= key.hour_start_ms <= last:
@@ -155,8 +237,10 @@ def tick(
     out = Output()
     watermark = state.watermark_ms
     quiet_host = now_ms - state.last_seen_ms >= policy.max_wait_ms
+    dropped: set[int] = set()
     for uuid, gpu in state.gpus.items():
         for key in list(gpu.hours):
+            emitted_before = len(out.hourly) + len(out.live)
             emitted = state.emitted.setdefault((uuid, key), Emitted())
             hour_end = key.hour_start_ms + HOUR_MS
             version = intensity_version(book, gpu.zone, key.hour_start_ms)
@@ -184,10 +268,27 @@ def tick(
                     emitted.revision += 1
                     emitted.fingerprint = fingerprint(record)
             emitted.dirty, emitted.version = False, version
+            if len(out.hourly) + len(out.live) > emitted_before:
+                state.changed_hours.add(key.hour_start_ms)
             if emitted.closed and hour_end < watermark - policy.retention_ms:
                 del gpu.hours[key]
                 del state.emitted[(uuid, key)]
+                dropped.add(key.hour_start_ms)
+    _forget(state, dropped, watermark - policy.retention_ms)
     return out
+
+
+def _forget(state: HostState, dropped: set[int], horizon_ms: int) -> None:
+    """Forget the hours whose last key was dropped, and their applied sequences."""
+    for gpu in state.gpus.values():  # and hours whose samples carried no job share
+        dropped.update(h for h in gpu.applied if h + HOUR_MS < horizon_ms)
+    for hour in dropped:
+        if any(k.hour_start_ms == hour for g in state.gpus.values() for k in g.hours):
+            state.changed_hours.add(hour)  # a later key of the hour stays
+            continue
+        for gpu in state.gpus.values():
+            gpu.applied.pop(hour, None)
+        state.forgotten_hours.add(hour)
 
 
 def live(record: EmissionHour, as_of_ms: int) -> LiveEmission:

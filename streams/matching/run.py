@@ -17,7 +17,14 @@ def changelog_specs(settings: WorkerSettings) -> tuple[TopicSpec, ...]:
     prices = f"{settings.app_id}-{PRICES_TABLE}-changelog"
     return (
         TopicSpec(
-            "samples", hosts, "gpu_sample_batch", 8, -1, "host", "matching host state", "compact"
+            "samples",
+            hosts,
+            "gpu_sample_batch",
+            8,
+            -1,
+            "host|hour",
+            "matching host state, one slice per hour",
+            "compact",
         ),
         TopicSpec(
             "intensity", prices, "grid_intensity", 4, -1, "bin key", "matching prices", "compact"

@@ -3,10 +3,13 @@
 * ``prices`` consumes ``grid.intensity`` and keeps the winning price of every 5-minute
   bin in a GlobalTable, which every worker sees (``recovery_buffer_size=1``, per
   faust-streaming#283).
-* ``match`` consumes ``gpu.samples`` in batches (``take_events``) and keeps one state
-  value per host: its GPUs' energy bins, the sequence numbers applied and what was
-  emitted. The value is written once per host per batch. The same value holds the
-  sequences, so a replay after a crash changes nothing.
+* ``match`` consumes ``gpu.samples`` in batches (``take_events``) and keeps each host's
+  state in the table as one slice per hour (key ``host|hour``): its GPUs' energy bins
+  for that hour, the sequence numbers applied to it and what was emitted. A batch writes
+  the slices of the hours it touched, once per batch, so changelog traffic follows what
+  changed, not how much the host holds. Each slice holds its own sequences, so a replay
+  after a crash changes nothing. The worker works on whole :class:`HostState` objects,
+  built from the slices after every rebalance.
 * Every table write goes to its changelog through :meth:`Matching.persist`, which waits
   for the broker's acknowledgement before the batch ends. faust's own table writes are
   buffered (``send_soon``), and its flush before a commit gives up after 0.1 s with
@@ -19,7 +22,7 @@
   do not do. It writes records first and state after, so a crash repeats a record (same
   record_id and revision, deduplicated downstream) and never loses one.
 
-A host's state is written to the changelog partition of its samples partition (the
+A host's slices are written to the changelog partition of its samples partition (the
 tables are co-partitioned with their source topics), so the worker that owns a samples
 partition recovers exactly its hosts.
 """
@@ -38,7 +41,17 @@ from schemas.errors import CodecError
 from schemas.records import DeadLetter, GpuSampleBatch, GridIntensityEvent
 from schemas.topics import spec
 from streams.matching.core import BINS, BookKey, Factors, Price, UnalignedPeriodError, merge_event
-from streams.matching.lifecycle import HostState, Policy, check_sample, ingest, sample_json, tick
+from streams.matching.lifecycle import (
+    HostState,
+    HourSlice,
+    Policy,
+    check_sample,
+    host_of,
+    ingest,
+    sample_json,
+    slice_of,
+    tick,
+)
 from streams.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -67,6 +80,10 @@ def register_state_codec() -> None:
             return pickle.loads(data)
 
     codecs.register(STATE_CODEC, StateCodec())
+
+
+def slice_key(host: str, hour_start_ms: int) -> bytes:
+    return f"{host}|{hour_start_ms}".encode()
 
 
 def book_key(key: BookKey) -> bytes:
@@ -171,6 +188,12 @@ class Matching:
         # a batch written to the changelog in between would persist "closed" for records a
         # crash then loses. Batches and ticks take turns.
         self._state_lock = asyncio.Lock()
+        # whole host states, built from the table's slices; a rebalance changes what the
+        # table holds (recovered partitions), so it is built again after one
+        self._states: dict[bytes, HostState] = {}
+        self._stale = True  # build them before the next batch or tick (under the lock)
+        app.on_partitions_revoked.connect(self._rebuild_states)
+        app.on_rebalance_complete.connect(self._rebuild_states)
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
         app.agent(self.samples_topic, name="matching-samples")(self.match)
         app.timer(interval=settings.tick_s)(self.lifecycle)
@@ -197,15 +220,48 @@ class Matching:
         encoded = self.codec.encode("dead_letter", letter)
         await self.dead_topic.send(key=b"worker.matching", value=encoded)
 
+    async def _rebuild_states(self, *_: Any, **__: Any) -> None:
+        # only a flag: a batch in progress keeps its states and writes its slices first
+        self._stale = True
+
+    def host_states(self) -> dict[bytes, HostState]:
+        """Every host the table holds slices of (standby copies included). Called under
+        the state lock, so a rebuild never lands in the middle of a batch or tick."""
+        if self._stale:
+            slices: dict[str, list[HourSlice]] = {}
+            for part in self.hosts.data.values():
+                if isinstance(part, HourSlice):
+                    slices.setdefault(part.host, []).append(part)
+            self._states = {host.encode(): host_of(parts) for host, parts in slices.items()}
+            self._stale = False
+        return self._states
+
+    def slice_writes(self, state: HostState) -> list[tuple[bytes, Any, int | None]]:
+        """The table writes for what changed in ``state`` (None: delete the slice)."""
+        changed, forgotten = state.take_changes()
+        writes: list[tuple[bytes, Any, int | None]] = [
+            (slice_key(state.host, hour), slice_of(state, hour), state.partition)
+            for hour in changed
+        ]
+        writes += [(slice_key(state.host, hour), None, state.partition) for hour in forgotten]
+        return writes
+
     async def persist(self, table: Any, writes: list[tuple[bytes, Any, int | None]]) -> None:
         """Set ``(key, value, changelog partition)`` in ``table`` and wait until its
-        changelog holds them (``None``: the producer's partitioner picks).
+        changelog holds them (partition ``None``: the producer's partitioner picks; value
+        ``None``: delete, a tombstone).
 
         The value is serialized when sent, so later changes to a live state object do not
         leak into a record already written.
         """
         pending = []
         for key, value, partition in writes:
+            if value is None:
+                table.data.pop(key, None)
+                topic = table.changelog_topic.get_topic_name()
+                tombstone = await self.app.producer.send(topic, key, None, partition, None, None)
+                pending.append(tombstone)
+                continue
             table.data[key] = value
             pending.append(
                 await table.changelog_topic.send(
@@ -254,9 +310,11 @@ class Matching:
                 now_ms = int(self.clock() * 1000)
                 for event in events:
                     await self._take_batch(event, touched, now_ms)
-                # one write per host per batch, on the broker before the batch is acked
+                # the changed hours' slices, once per batch, on the broker before the batch
+                # is acked
                 await self.persist(
-                    self.hosts, [(k, state, state.partition) for k, state in touched.items()]
+                    self.hosts,
+                    [w for state in touched.values() for w in self.slice_writes(state)],
                 )
 
     async def _take_batch(self, event: Any, touched: dict[bytes, HostState], now_ms: int) -> None:
@@ -269,7 +327,10 @@ class Matching:
             await self.dead(f"unknown_zone: {batch['zone']}", event.value, event)
             return
         host_key = batch["host"].encode()
-        state = touched.get(host_key) or self.hosts.get(host_key) or HostState(batch["host"])
+        states = self.host_states()
+        state = touched.get(host_key) or states.get(host_key)
+        if state is None:
+            state = states[host_key] = HostState(batch["host"])
         state.partition = event.message.partition
         state.last_seen_ms = now_ms
         touched[host_key] = state
@@ -292,12 +353,13 @@ class Matching:
             await self._lifecycle()
 
     async def _lifecycle(self) -> None:
+        if self.app.rebalancing or self.app.in_recovery:
+            return  # a host half recovered must not close its hours
         now_ms = int(self.clock() * 1000)
         topic = self.samples_topic.get_topic_name()
         actives = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
-        for host_key in list(self.hosts.keys()):
-            state: HostState | None = self.hosts.get(host_key)
-            if state is None or (topic, state.partition) not in actives:
+        for state in list(self.host_states().values()):
+            if (topic, state.partition) not in actives:
                 continue  # a standby copy: the owning worker handles it
             out = tick(state, self.book, self.factors, now_ms, self.policy)
             pending = [
@@ -316,7 +378,7 @@ class Matching:
                 await asyncio.gather(*pending)  # delivered before the state says so
                 self.stats.records += len(out.hourly)
                 self.stats.live += len(out.live)
-                await self.persist(self.hosts, [(host_key, state, state.partition)])
+            await self.persist(self.hosts, self.slice_writes(state))
 
 
 def register(
