@@ -80,8 +80,8 @@ def producer_factory(settings: GpuAgentSettings) -> Callable[[], Any]:
             {
                 **settings.kafka.librdkafka(),
                 "enable.idempotence": "true",
-                # Java's partitioner, so the matching worker's host state (changelog
-                # partitioned by the same key) lives on the partition of its samples.
+                # keyed by host, so one worker owns a host; murmur2 is Java's and
+                # aiokafka's partitioner, so other clients place a host the same way
                 "partitioner": "murmur2_random",
                 "linger.ms": "50",
                 "compression.type": "lz4",

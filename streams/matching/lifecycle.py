@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -72,6 +73,10 @@ class HostState:
     # hours to store again and hours to delete, since the caller last took them
     changed_hours: set[int] = field(default_factory=set)
     forgotten_hours: set[int] = field(default_factory=set)
+    # derived, not stored: the (GPU, key) pairs of each hour, and the hours whose keys are
+    # all closed and clean, with the (zone, intensity version) they were settled at
+    keys_by_hour: dict[int, dict[tuple[str, HourKey], None]] = field(default_factory=dict)
+    settled: dict[int, tuple[str, tuple[str | None, ...]]] = field(default_factory=dict)
 
     @property
     def watermark_ms(self) -> int:
@@ -148,6 +153,8 @@ def host_of(slices: list[HourSlice]) -> HostState:
             gpu.applied[part.hour_start_ms] = piece.applied
             gpu.hours.update(piece.hours)
             gpu.watermark_ms = max(gpu.watermark_ms, piece.watermark_ms)
+            members = state.keys_by_hour.setdefault(part.hour_start_ms, {})
+            members.update(dict.fromkeys((uuid, key) for key in piece.hours))
         state.emitted.update(part.emitted)
     return state
 
@@ -215,14 +222,23 @@ def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
         state.gpus[sample["gpu_uuid"]] = gpu
     if not apply_sample(gpu, sample):
         return False
-    # every (job, hour) of the hours the sample touches changed (its coverage at least);
-    # a new key is always in one of them
+    # every (job, hour) of this GPU in the hours the sample touches changed (its coverage
+    # at least); a new key is always one of the sample's jobs in one of them
     first = sample["start_ms"] - sample["start_ms"] % HOUR_MS
     last = sample["end_ms"] - 1 - (sample["end_ms"] - 1) % HOUR_MS
-    state.changed_hours.update(range(first, last + 1, HOUR_MS))
+    hours = range(first, last + 1, HOUR_MS)
+    state.changed_hours.update(hours)
     emitted, uuid = state.emitted, sample["gpu_uuid"]
-    for key in gpu.hours:
-        if first <= key.hour_start_ms <= last:
+    for hour in hours:
+        members = state.keys_by_hour.setdefault(hour, {})
+        for job in sample["jobs"]:
+            key = HourKey(hour, job["job_id"], job["tenant"])
+            if key in gpu.hours:
+                members[(uuid, key)] = None
+        state.settled.pop(hour, None)
+        for owner, key in members:
+            if owner != uuid:
+                continue
             mark = emitted.get((uuid, key))
             if mark is None:
                 emitted[(uuid, key)] = Emitted()  # dirty
@@ -232,50 +248,117 @@ def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
 
 
 def tick(
-    state: HostState, book: PriceSource, factors: Factors, now_ms: int, policy: Policy
+    state: HostState,
+    book: PriceSource,
+    factors: Factors,
+    now_ms: int,
+    policy: Policy,
+    *,
+    versions: Callable[[str, int], tuple[str | None, ...]] | None = None,
 ) -> Output:
-    out = Output()
-    watermark = state.watermark_ms
-    quiet_host = now_ms - state.last_seen_ms >= policy.max_wait_ms
-    dropped: set[int] = set()
-    for uuid, gpu in state.gpus.items():
-        for key in list(gpu.hours):
-            emitted_before = len(out.hourly) + len(out.live)
-            emitted = state.emitted.setdefault((uuid, key), Emitted())
-            hour_end = key.hour_start_ms + HOUR_MS
-            version = intensity_version(book, gpu.zone, key.hour_start_ms)
-            changed = emitted.dirty or version != emitted.version
+    """Records due for ``state`` now. ``versions`` is ``intensity_version`` on ``book``,
+    memoised by the caller across hosts; by default per call.
 
-            make = partial(emission_record, uuid, gpu, key, book, factors, now_ms=now_ms)
-            closing = watermark >= hour_end + policy.grace_ms
-            quiet = quiet_host and now_ms >= hour_end + policy.max_wait_ms
-            if not emitted.closed and (closing or quiet):
-                record = make(status="final", revision=0)
-                out.hourly.append(record)
-                emitted.closed, emitted.revision = True, 0
-                emitted.fingerprint = fingerprint(record)
-            elif not emitted.closed:
-                if not changed or now_ms - emitted.live_at_ms < policy.live_every_ms:
-                    continue
-                out.live.append(
-                    live(make(status="provisional", revision=0), gpu.hours[key].as_of_ms)
-                )
-                emitted.live_at_ms = now_ms
-            elif changed:
-                record = make(status="revised", revision=emitted.revision + 1)
-                if fingerprint(record) != emitted.fingerprint:
-                    out.hourly.append(record)
-                    emitted.revision += 1
-                    emitted.fingerprint = fingerprint(record)
-            emitted.dirty, emitted.version = False, version
-            if len(out.hourly) + len(out.live) > emitted_before:
-                state.changed_hours.add(key.hour_start_ms)
-            if emitted.closed and hour_end < watermark - policy.retention_ms:
+    An hour whose keys are all closed and clean is settled: later ticks skip it until a
+    sample touches it, its intensity changes or it falls out of retention. So a tick
+    costs the open hours and what changed, not everything retained.
+    """
+    out = Output()
+    version_of = versions or memoised_versions(book)
+    run = _Pass(book, factors, now_ms, policy, out, version_of)
+    watermark = state.watermark_ms
+    horizon = watermark - policy.retention_ms
+    dropped: set[int] = set()
+    for hour in list(state.keys_by_hour):
+        settled = state.settled.get(hour)
+        if (
+            settled is not None
+            and hour + HOUR_MS >= horizon
+            and version_of(settled[0], hour) == settled[1]
+        ):
+            continue
+        members = state.keys_by_hour[hour]
+        zones: set[str] = set()
+        clean = True
+        for uuid, key in list(members):
+            gpu = state.gpus[uuid]
+            zones.add(gpu.zone)
+            emitted = _tick_key(state, uuid, gpu, key, run)
+            if emitted.closed and hour + HOUR_MS < horizon:
                 del gpu.hours[key]
                 del state.emitted[(uuid, key)]
-                dropped.add(key.hour_start_ms)
-    _forget(state, dropped, watermark - policy.retention_ms)
+                del members[(uuid, key)]
+                dropped.add(hour)
+            elif not emitted.closed:
+                clean = False
+        if not members:
+            del state.keys_by_hour[hour]
+            state.settled.pop(hour, None)
+        elif clean and len(zones) == 1:
+            zone = zones.pop()
+            state.settled[hour] = (zone, version_of(zone, hour))
+    _forget(state, dropped, horizon)
     return out
+
+
+def memoised_versions(book: PriceSource) -> Callable[[str, int], tuple[str | None, ...]]:
+    """``intensity_version`` on ``book``, computed once per (zone, hour)."""
+    seen: dict[tuple[str, int], tuple[str | None, ...]] = {}
+
+    def version_of(zone: str, hour: int) -> tuple[str | None, ...]:
+        version = seen.get((zone, hour))
+        if version is None:
+            version = seen[(zone, hour)] = intensity_version(book, zone, hour)
+        return version
+
+    return version_of
+
+
+@dataclass
+class _Pass:
+    """What one tick() call shares between its keys."""
+
+    book: PriceSource
+    factors: Factors
+    now_ms: int
+    policy: Policy
+    out: Output
+    version_of: Callable[[str, int], tuple[str | None, ...]]
+
+
+def _tick_key(state: HostState, uuid: str, gpu: GpuState, key: HourKey, run: _Pass) -> Emitted:
+    """Close, revise or report one (GPU, job, hour); returns its emitted mark."""
+    book, factors, now_ms, policy, out = run.book, run.factors, run.now_ms, run.policy, run.out
+    emitted = state.emitted.setdefault((uuid, key), Emitted())
+    hour_end = key.hour_start_ms + HOUR_MS
+    version = run.version_of(gpu.zone, key.hour_start_ms)
+    changed = emitted.dirty or version != emitted.version
+    make = partial(emission_record, uuid, gpu, key, book, factors, now_ms=now_ms)
+    closing = state.watermark_ms >= hour_end + policy.grace_ms
+    quiet = now_ms - state.last_seen_ms >= policy.max_wait_ms and (
+        now_ms >= hour_end + policy.max_wait_ms
+    )
+    before = len(out.hourly) + len(out.live)
+    if not emitted.closed and (closing or quiet):
+        record = make(status="final", revision=0)
+        out.hourly.append(record)
+        emitted.closed, emitted.revision = True, 0
+        emitted.fingerprint = fingerprint(record)
+    elif not emitted.closed:
+        if not changed or now_ms - emitted.live_at_ms < policy.live_every_ms:
+            return emitted
+        out.live.append(live(make(status="provisional", revision=0), gpu.hours[key].as_of_ms))
+        emitted.live_at_ms = now_ms
+    elif changed:
+        record = make(status="revised", revision=emitted.revision + 1)
+        if fingerprint(record) != emitted.fingerprint:
+            out.hourly.append(record)
+            emitted.revision += 1
+            emitted.fingerprint = fingerprint(record)
+    emitted.dirty, emitted.version = False, version
+    if len(out.hourly) + len(out.live) > before:
+        state.changed_hours.add(key.hour_start_ms)
+    return emitted
 
 
 def _forget(state: HostState, dropped: set[int], horizon_ms: int) -> None:
@@ -283,7 +366,7 @@ def _forget(state: HostState, dropped: set[int], horizon_ms: int) -> None:
     for gpu in state.gpus.values():  # and hours whose samples carried no job share
         dropped.update(h for h in gpu.applied if h + HOUR_MS < horizon_ms)
     for hour in dropped:
-        if any(k.hour_start_ms == hour for g in state.gpus.values() for k in g.hours):
+        if state.keys_by_hour.get(hour):
             state.changed_hours.add(hour)  # a later key of the hour stays
             continue
         for gpu in state.gpus.values():

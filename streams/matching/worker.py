@@ -48,6 +48,7 @@ from streams.matching.lifecycle import (
     check_sample,
     host_of,
     ingest,
+    memoised_versions,
     sample_json,
     slice_of,
     tick,
@@ -358,10 +359,11 @@ class Matching:
         now_ms = int(self.clock() * 1000)
         topic = self.samples_topic.get_topic_name()
         actives = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
+        versions = memoised_versions(self.book)  # once per (zone, hour) for all hosts
         for state in list(self.host_states().values()):
             if (topic, state.partition) not in actives:
                 continue  # a standby copy: the owning worker handles it
-            out = tick(state, self.book, self.factors, now_ms, self.policy)
+            out = tick(state, self.book, self.factors, now_ms, self.policy, versions=versions)
             pending = [
                 await self.hourly_topic.send(
                     key=r["record_id"].encode(), value=self.codec.encode("emissions_hourly", r)

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from streams.matching.core import HOUR_MS, Factors, HourEnergy, HourKey, IntensityBook
+from streams.matching.core import (
+    HOUR_MS,
+    Factors,
+    HourEnergy,
+    HourKey,
+    IntensityBook,
+    intensity_version,
+)
 from streams.matching.lifecycle import Emitted, HostState, Policy, check_sample, ingest, tick
 from tests.unit.test_matching_core import T0, event, sample
 
@@ -96,6 +103,7 @@ def test_a_sample_across_three_hours_marks_every_hour_it_touches() -> None:
     state = host_with(sample("g", 0, T0, T0 + 60_000, [("j", 10)]), seen_at=T0)
     middle = HourKey(T0 + HOUR_MS, "j", "t")
     state.gpus["g"].hours[middle] = HourEnergy()  # an hour that exists, then clean
+    state.keys_by_hour[T0 + HOUR_MS] = {("g", middle): None}
     state.emitted[("g", middle)] = Emitted(dirty=False)
     ingest(state, "DE", "fra", sample("g", 1, T0 + 1000, T0 + 2 * HOUR_MS + 1000, [("j", 30)]))
     hours = {k.hour_start_ms for (_, k), e in state.emitted.items() if e.dirty}
@@ -120,3 +128,44 @@ def test_absurd_samples_are_refused_with_a_reason() -> None:
     assert (
         check_sample(sample("g", 0, T0, T0 + 1000, [("j", 1)]), state, now, old) or ""
     ).startswith("too_old")
+
+
+def test_settled_hours_are_skipped_until_intensity_or_a_late_sample_changes_them() -> None:
+    state = host_with(seen_at=T0)
+    keep = Policy(grace_ms=60_000, max_wait_ms=600_000, retention_ms=6 * HOUR_MS)
+    for hour in range(4):  # 3 GPUs, hours 0-3; the watermark closes hours 0-2
+        for g in ("g0", "g1", "g2"):
+            start = T0 + hour * HOUR_MS
+            ingest(state, "DE", "fra", sample(g, hour, start, start + 60_000, [("j", 100)]))
+    book = IntensityBook()
+    now = T0 + 4 * HOUR_MS
+    closed = tick(state, book, Factors(), now, keep)
+    assert sorted({r["hour_start_ms"] for r in closed.hourly}) == [
+        T0 + h * HOUR_MS for h in range(3)
+    ]
+    assert sorted(state.settled) == [T0 + h * HOUR_MS for h in range(3)]
+
+    looked: list[tuple[str, int]] = []
+
+    def versions(zone: str, hour: int) -> tuple[str | None, ...]:
+        looked.append((zone, hour))
+        return intensity_version(book, zone, hour)
+
+    again = tick(state, book, Factors(), now + 1000, keep, versions=versions)
+    assert again.hourly == []
+    # a settled hour costs one version lookup, not one per key; the open hour 3 is visited
+    assert sorted(h for _, h in looked if h < T0 + 3 * HOUR_MS) == [
+        T0 + h * HOUR_MS for h in range(3)
+    ]
+
+    book.apply(event(1, T0 + HOUR_MS, 60, 400.0))  # intensity for hour 1 arrives
+    priced = tick(state, book, Factors(), now + 2000, keep)
+    assert {(r["hour_start_ms"], r["status"]) for r in priced.hourly} == {(T0 + HOUR_MS, "revised")}
+    assert len(priced.hourly) == 3  # one per GPU
+
+    ingest(state, "DE", "fra", sample("g0", 99, T0 + 120_000, T0 + 180_000, [("j", 50)]))
+    assert T0 not in state.settled  # a late sample unsettles its hour
+    late = tick(state, book, Factors(), now + 3000, keep)
+    assert [(r["hour_start_ms"], r["gpu_uuid"], r["energy_mj"]) for r in late.hourly] == [
+        (T0, "g0", 150)
+    ]
