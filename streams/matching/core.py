@@ -30,7 +30,7 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from schemas.records import (
     EmissionHour,
@@ -173,8 +173,9 @@ class SeqSet:
             self.lo -= 1
 
 
-@dataclass(frozen=True)
-class HourKey:
+class HourKey(NamedTuple):
+    """(hour, job, tenant): a tuple, so hashing and comparing it run in C."""
+
     hour_start_ms: int
     job_id: str
     tenant: str

@@ -75,7 +75,7 @@ class HostState:
     forgotten_hours: set[int] = field(default_factory=set)
     # derived, not stored: the (GPU, key) pairs of each hour, and the hours whose keys are
     # all closed and clean, with the (zone, intensity version) they were settled at
-    keys_by_hour: dict[int, dict[tuple[str, HourKey], None]] = field(default_factory=dict)
+    keys_by_hour: dict[int, dict[str, dict[HourKey, None]]] = field(default_factory=dict)
     settled: dict[int, tuple[str, tuple[str | None, ...]]] = field(default_factory=dict)
 
     @property
@@ -154,7 +154,7 @@ def host_of(slices: list[HourSlice]) -> HostState:
             gpu.hours.update(piece.hours)
             gpu.watermark_ms = max(gpu.watermark_ms, piece.watermark_ms)
             members = state.keys_by_hour.setdefault(part.hour_start_ms, {})
-            members.update(dict.fromkeys((uuid, key) for key in piece.hours))
+            members.setdefault(uuid, {}).update(dict.fromkeys(piece.hours))
         state.emitted.update(part.emitted)
     return state
 
@@ -220,25 +220,30 @@ def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
     if gpu is None:
         gpu = GpuState(state.host, site, zone, sample["gpu_model"])
         state.gpus[sample["gpu_uuid"]] = gpu
+    known = len(gpu.hours)
     if not apply_sample(gpu, sample):
         return False
     # every (job, hour) of this GPU in the hours the sample touches changed (its coverage
     # at least); a new key is always one of the sample's jobs in one of them
     first = sample["start_ms"] - sample["start_ms"] % HOUR_MS
     last = sample["end_ms"] - 1 - (sample["end_ms"] - 1) % HOUR_MS
-    hours = range(first, last + 1, HOUR_MS)
+    hours = (first,) if first == last else range(first, last + 1, HOUR_MS)
     state.changed_hours.update(hours)
     emitted, uuid = state.emitted, sample["gpu_uuid"]
     for hour in hours:
-        members = state.keys_by_hour.setdefault(hour, {})
-        for job in sample["jobs"]:
-            key = HourKey(hour, job["job_id"], job["tenant"])
-            if key in gpu.hours:
-                members[(uuid, key)] = None
+        members = state.keys_by_hour.get(hour)
+        if members is None:
+            members = state.keys_by_hour[hour] = {}
+        mine = members.get(uuid)
+        if mine is None:
+            mine = members[uuid] = {}
+        if len(gpu.hours) != known:  # the sample made a key: index it
+            for job in sample["jobs"]:
+                key = HourKey(hour, job["job_id"], job["tenant"])
+                if key in gpu.hours:
+                    mine[key] = None
         state.settled.pop(hour, None)
-        for owner, key in members:
-            if owner != uuid:
-                continue
+        for key in mine:
             mark = emitted.get((uuid, key))
             if mark is None:
                 emitted[(uuid, key)] = Emitted()  # dirty
@@ -280,17 +285,20 @@ def tick(
         members = state.keys_by_hour[hour]
         zones: set[str] = set()
         clean = True
-        for uuid, key in list(members):
+        for uuid, keys in list(members.items()):
             gpu = state.gpus[uuid]
             zones.add(gpu.zone)
-            emitted = _tick_key(state, uuid, gpu, key, run)
-            if emitted.closed and hour + HOUR_MS < horizon:
-                del gpu.hours[key]
-                del state.emitted[(uuid, key)]
-                del members[(uuid, key)]
-                dropped.add(hour)
-            elif not emitted.closed:
-                clean = False
+            for key in list(keys):
+                emitted = _tick_key(state, uuid, gpu, key, run)
+                if emitted.closed and hour + HOUR_MS < horizon:
+                    del gpu.hours[key]
+                    del state.emitted[(uuid, key)]
+                    del keys[key]
+                    dropped.add(hour)
+                elif not emitted.closed:
+                    clean = False
+            if not keys:
+                del members[uuid]
         if not members:
             del state.keys_by_hour[hour]
             state.settled.pop(hour, None)

@@ -103,7 +103,7 @@ def test_a_sample_across_three_hours_marks_every_hour_it_touches() -> None:
     state = host_with(sample("g", 0, T0, T0 + 60_000, [("j", 10)]), seen_at=T0)
     middle = HourKey(T0 + HOUR_MS, "j", "t")
     state.gpus["g"].hours[middle] = HourEnergy()  # an hour that exists, then clean
-    state.keys_by_hour[T0 + HOUR_MS] = {("g", middle): None}
+    state.keys_by_hour[T0 + HOUR_MS] = {"g": {middle: None}}
     state.emitted[("g", middle)] = Emitted(dirty=False)
     ingest(state, "DE", "fra", sample("g", 1, T0 + 1000, T0 + 2 * HOUR_MS + 1000, [("j", 30)]))
     hours = {k.hour_start_ms for (_, k), e in state.emitted.items() if e.dirty}
