@@ -9,6 +9,7 @@ prints which (hour, host) finals are missing against the reference. Run from the
 from __future__ import annotations
 
 import signal
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ def by_host_hour(records: list[dict[str, Any]]) -> list[tuple[tuple[str, int], i
 
 
 def attempt(number: int) -> bool:
-    """One kill and restart; True when nothing is missing."""
+    """One kill and restart; True when nothing is missing or different."""
     tmp = Path(tempfile.mkdtemp())
     with Broker(log_path=tmp / "broker.log") as broker:
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, topic_prefix="p.")
@@ -48,18 +49,41 @@ def attempt(number: int) -> bool:
         with t.worker(kafka, tmp, name="second"):
             time.sleep(25)
         after = t.hourly(kafka, topics, 0, timeout_s=5, settle_s=3)
-    got = {(r["hour_start_ms"], r["host"], r["gpu_uuid"], r["job_id"], r["tenant"]) for r in after}
-    missing = set(ref) - got
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in after:
+        key = (r["hour_start_ms"], r["host"], r["gpu_uuid"], r["job_id"], r["tenant"])
+        if key not in latest or r["revision"] > latest[key]["revision"]:
+            latest[key] = r
+    missing = set(ref) - set(latest)
+    wrong = []
+    for key, row in ref.items():
+        record = latest.get(key)
+        if record is None:
+            continue
+        got_g = record["average"]["emissions_g"] if record["average"] else None
+        if (
+            abs(record["energy_mj"] - row.energy_mj) > 1
+            or got_g is None
+            or (abs(got_g - (row.average_g or 0)) > 1e-9 * abs(row.average_g or 1))
+        ):
+            priced = record["average"]["priced_fraction"] if record["average"] else None
+            wrong.append(
+                f"    {key}: energy {record['energy_mj']} vs {row.energy_mj:.0f} mJ, "
+                f"average {got_g} vs {row.average_g} g, priced {priced}, "
+                f"revision {record['revision']} {record['status']}"
+            )
     print(
         f"attempt {number}: reference {len(ref)} keys, {len(before)} records before the kill, "
-        f"{len(after)} after the restart, {len(missing)} keys missing (logs in {tmp})"
+        f"{len(after)} after the restart, {len(missing)} keys missing, {len(wrong)} wrong "
+        f"(logs in {tmp})"
     )
     print("  before the kill:", by_host_hour(before))
     print("  after the restart:", by_host_hour(after))
-    return not missing
+    print("\n".join(wrong[:20]))
+    return not missing and not wrong
 
 
 if __name__ == "__main__":
-    for n in range(3):
+    for n in range(int(sys.argv[1]) if len(sys.argv) > 1 else 3):
         if not attempt(n):
             break

@@ -123,11 +123,12 @@ def slice_of(state: HostState, hour_start_ms: int) -> HourSlice | None:
     """The slice of one hour (None when the host holds nothing for it)."""
     gpus: dict[str, GpuHour] = {}
     emitted: dict[tuple[str, HourKey], Emitted] = {}
+    index = state.keys_by_hour.get(hour_start_ms, {})
     for uuid, gpu in state.gpus.items():
         applied = gpu.applied.get(hour_start_ms)
         if applied is None:
             continue
-        hours = {k: v for k, v in gpu.hours.items() if k.hour_start_ms == hour_start_ms}
+        hours = {key: gpu.hours[key] for key in index.get(uuid, ())}
         gpus[uuid] = GpuHour(gpu.site, gpu.zone, gpu.gpu_model, gpu.watermark_ms, applied, hours)
         for key in hours:
             mark = state.emitted.get((uuid, key))

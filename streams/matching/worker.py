@@ -296,8 +296,9 @@ class Matching:
                     await self.dead(f"unaligned_period: {exc}", event.value, event)
                     continue
                 for key, bins in changed.items():
-                    self.prices.data[book_key(key)] = bins  # the next event merges with it
-                    changed_bins[book_key(key)] = bins
+                    bin_key = book_key(key)
+                    self.prices.data[bin_key] = bins  # the next event merges with it
+                    changed_bins[bin_key] = bins
             # one write per bin key per batch, on the broker before the batch is acked
             await self.persist(self.prices, [(k, v, None) for k, v in changed_bins.items()])
 
@@ -307,10 +308,14 @@ class Matching:
             settings.batch_max_messages, within=settings.batch_within_s
         ):
             async with self._state_lock:
+                # once per batch: a rebalance signalled during the batch (a dead letter's
+                # send yields) must not rebuild states from slices this batch has not
+                # written yet; it takes effect at the next batch or tick
+                states = self.host_states()
                 touched: dict[bytes, HostState] = {}
                 now_ms = int(self.clock() * 1000)
                 for event in events:
-                    await self._take_batch(event, touched, now_ms)
+                    await self._take_batch(event, states, touched, now_ms)
                 # the changed hours' slices, once per batch, on the broker before the batch
                 # is acked
                 await self.persist(
@@ -318,7 +323,13 @@ class Matching:
                     [w for state in touched.values() for w in self.slice_writes(state)],
                 )
 
-    async def _take_batch(self, event: Any, touched: dict[bytes, HostState], now_ms: int) -> None:
+    async def _take_batch(
+        self,
+        event: Any,
+        states: dict[bytes, HostState],
+        touched: dict[bytes, HostState],
+        now_ms: int,
+    ) -> None:
         try:
             batch = cast(GpuSampleBatch, self.codec.decode("gpu_sample_batch", event.value))
         except CodecError as exc:
@@ -328,7 +339,6 @@ class Matching:
             await self.dead(f"unknown_zone: {batch['zone']}", event.value, event)
             return
         host_key = batch["host"].encode()
-        states = self.host_states()
         state = touched.get(host_key) or states.get(host_key)
         if state is None:
             state = states[host_key] = HostState(batch["host"])
