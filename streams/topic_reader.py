@@ -37,3 +37,60 @@ def read_to_end(kafka_config: dict[str, str], topic: str, partitions: int) -> It
                     break
     finally:
         consumer.close()
+
+
+def end_offsets(
+    kafka_config: dict[str, str], partitions: list[tuple[str, int]], timeout_s: float = 30.0
+) -> dict[tuple[str, int], int]:
+    """The end offset (the next offset to be written) of each ``(topic, partition)``.
+
+    Taken from the high watermark of a fetch response, never from ListOffsets(latest) alone:
+    Tansu answers that with the newest record batch's base offset + 1, which is short of
+    the end by the rest of that batch. The fetch starts one before the listed offset, so it
+    reads at most the newest batch.
+    """
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            **kafka_config,
+            "group.id": "llcr-end-offsets",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        start: list[Any] = []
+        for topic, partition in partitions:
+            low, listed = consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout_s
+            )
+            if listed <= low:
+                ends[(topic, partition)] = listed  # empty
+            else:
+                start.append(TopicPartition(topic, partition, max(listed - 1, low)))
+        pending = {(tp.topic, tp.partition) for tp in start}
+        consumer.assign(start)
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise LlcrError(f"no fetch answered for {sorted(pending)} in {timeout_s:.0f} s")
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                continue  # transient; the deadline bounds it
+            where = (str(message.topic()), int(message.partition() or 0))
+            if where not in pending:
+                continue
+            high = consumer.get_watermark_offsets(TopicPartition(*where), cached=True)[1]
+            if error is None:
+                high = max(high, int(message.offset() or 0) + 1)
+            if high >= 0:
+                ends[where] = high
+                pending.discard(where)
+        return ends
+    finally:
+        consumer.close()

@@ -13,6 +13,7 @@ from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import CATALOGUE, Topics
 from streams.embedded.broker import Broker
+from streams.topic_reader import end_offsets
 from tests.conftest import FAST_GROUP
 from tests.examples import EXAMPLES
 
@@ -76,3 +77,19 @@ def test_broker_stops_and_frees_its_port() -> None:
     assert not first.running
     with Broker(port=port) as second:  # the port is usable again at once
         assert second.running
+
+
+def test_end_offsets_count_every_record_of_the_newest_batch(
+    kafka: KafkaSettings, topics: Topics
+) -> None:
+    """faust's table recovery reads to these ends (streams.app._transport)."""
+    topic = topics.name("samples")
+    producer = Producer({**kafka.librdkafka(), "linger.ms": "200"})
+    for _ in range(2):
+        producer.produce(topic, value=b"first", partition=1)  # a batch of 2
+    assert producer.flush(30) == 0
+    for i in range(5):
+        producer.produce(topic, value=b"x%d" % i, partition=1)  # then one of 5
+    assert producer.flush(30) == 0
+    ends = end_offsets(kafka.librdkafka(), [(topic, 0), (topic, 1)])
+    assert ends == {(topic, 0): 0, (topic, 1): 7}

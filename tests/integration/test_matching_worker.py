@@ -5,6 +5,7 @@ arrival, intensity hours late, SIGKILL under load, dead letters."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -30,6 +31,10 @@ from schemas.records import GpuSample, GridIntensityEvent
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
 from streams.embedded.broker import Broker
+from streams.matching.lifecycle import HostState, ingest, slice_of
+from streams.matching.run import changelog_specs
+from streams.matching.worker import slice_key
+from streams.settings import WorkerSettings
 from tests.kafka_read import read_topic
 from tests.reference_matching import reference
 
@@ -309,3 +314,33 @@ def _two_workers(kafka: KafkaSettings, topics: Topics, tmp_path: Path) -> None:
             records = latest(kafka, topics, keys)
     assert_equal_to_reference(records, batches, events)
     assert len({r["host"] for r in records.values()}) == 6
+
+
+def test_a_restarted_worker_recovers_every_record_of_the_last_changelog_batch(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    """What a worker killed right after a commit leaves: its slices on the changelog, the
+    newest ones in one record batch, and no samples left to consume. A restart must
+    recover all of them. (Tansu answers ListOffsets(latest) with the newest batch's base
+    offset + 1; faust's recovery took that for the end and stopped after the first record
+    of the batch, so the hours in the rest of it were lost for good.)"""
+    events = intensity(kafka, tmp_path, hours=4)
+    batches = trace(hosts=1, gpus=2, hours=2.5, step_s=60, per_batch=1000)
+    state = HostState("host-0", partition=3)
+    for _, _, batch in batches:
+        for sample in batch["samples"]:
+            assert ingest(state, batch["zone"], batch["site"], sample)
+    changed, _ = state.take_changes()
+    assert len(changed) == 3
+    settings = WorkerSettings(kafka=kafka, app_id=f"llcr-worker-{kafka.topic_prefix.strip('.')}")
+    create_topics(kafka.librdkafka(), "", changelog_specs(settings))
+    changelog = changelog_specs(settings)[0].name("")
+    producer = Producer({**kafka.librdkafka(), "linger.ms": "200"})  # one record batch
+    for hour in changed:
+        value = pickle.dumps(slice_of(state, hour), protocol=pickle.HIGHEST_PROTOCOL)
+        producer.produce(changelog, key=slice_key("host-0", hour), value=value, partition=3)
+    assert producer.flush(30) == 0
+    with worker(kafka, tmp_path):
+        records = latest(kafka, topics, len(reference(samples_of(batches), events)))
+    assert_equal_to_reference(records, batches, events)
+    assert {r["hour_start_ms"] for r in records.values()} == set(changed)
