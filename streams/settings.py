@@ -60,6 +60,11 @@ class WorkerSettings(LlcrSettings):
         default=None, description="Refuse samples older than this (None: replays of any age)."
     )
     tick_s: float = Field(default=1.0, gt=0)
+    price_catchup_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="At start, close no hour before the intensity backlog is read (max s).",
+    )
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.2, gt=0)
 

@@ -94,3 +94,20 @@ def end_offsets(
         return ends
     finally:
         consumer.close()
+
+
+def committed_offsets(
+    kafka_config: dict[str, str], group: str, partitions: list[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
+    """The offsets ``group`` committed for each ``(topic, partition)`` (0 when none).
+
+    Reads them without joining the group, so its members are not disturbed.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": "false"})
+    try:
+        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=30)
+        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
+    finally:
+        consumer.close()

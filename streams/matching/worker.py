@@ -54,6 +54,7 @@ from streams.matching.lifecycle import (
     tick,
 )
 from streams.settings import WorkerSettings
+from streams.topic_reader import committed_offsets, end_offsets
 
 logger = logging.getLogger(__name__)
 HOSTS_TABLE = "matching-hosts"
@@ -193,6 +194,12 @@ class Matching:
         # table holds (recovered partitions), so it is built again after one
         self._states: dict[bytes, HostState] = {}
         self._stale = True  # build them before the next batch or tick (under the lock)
+        # at start, ticks wait (at most price_catchup_s) until the intensity the group had
+        # not read yet is read, so no hour closes unpriced for want of reading its price
+        self._price_seen: dict[int, int] = {}  # intensity partition -> next offset taken
+        self._price_backlog: dict[int, int] | None = None  # partition -> end to reach
+        self._catchup_deadline: float | None = None
+        self._prices_ready = settings.price_catchup_s == 0
         app.on_partitions_revoked.connect(self._rebuild_states)
         app.on_rebalance_complete.connect(self._rebuild_states)
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
@@ -280,6 +287,9 @@ class Matching:
         async for events in stream.take_events(1000, within=0.2):
             changed_bins: dict[bytes, list[Price | None]] = {}
             for event in events:
+                message = event.message
+                seen = self._price_seen.get(message.partition, 0)
+                self._price_seen[message.partition] = max(seen, message.offset + 1)
                 try:
                     record = cast(
                         GridIntensityEvent, self.codec.decode("grid_intensity", event.value)
@@ -366,6 +376,8 @@ class Matching:
     async def _lifecycle(self) -> None:
         if self.app.rebalancing or self.app.in_recovery:
             return  # a host half recovered must not close its hours
+        if not self._prices_ready and not await self._prices_caught_up():
+            return
         now_ms = int(self.clock() * 1000)
         topic = self.samples_topic.get_topic_name()
         actives = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
@@ -391,6 +403,50 @@ class Matching:
                 self.stats.records += len(out.hourly)
                 self.stats.live += len(out.live)
             await self.persist(self.hosts, self.slice_writes(state))
+
+    async def _prices_caught_up(self) -> bool:
+        """Whether the intensity backlog found at start is read (or waited for long enough).
+
+        The backlog is each intensity partition's end at start, where the group's committed
+        offset is short of it. Partitions assigned to other workers reach this worker
+        through the prices changelog, so only this worker's own count.
+        """
+        now = time.monotonic()
+        if self._catchup_deadline is None:
+            self._catchup_deadline = now + self.settings.price_catchup_s
+        if self._price_backlog is None:
+            try:
+                self._price_backlog = await asyncio.to_thread(self._measure_price_backlog)
+            except Exception as exc:  # the broker unreachable: try again next tick
+                logger.warning("could not measure the intensity backlog: %s", exc)
+                self._prices_ready = now >= self._catchup_deadline
+                return self._prices_ready
+        topic = self.intensity_topic.get_topic_name()
+        mine = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+        behind = sorted(
+            p
+            for p, end in self._price_backlog.items()
+            if p in mine and self._price_seen.get(p, 0) < end
+        )
+        if not behind:
+            logger.info("intensity backlog read: hours close from now on")
+            self._prices_ready = True
+        elif now >= self._catchup_deadline:
+            logger.warning(
+                "intensity partitions %s still unread after %.0f s: closing hours anyway",
+                behind,
+                self.settings.price_catchup_s,
+            )
+            self._prices_ready = True
+        return self._prices_ready
+
+    def _measure_price_backlog(self) -> dict[int, int]:
+        topic = self.intensity_topic.get_topic_name()
+        partitions = [(topic, p) for p in range(spec("intensity").partitions)]
+        conf = self.settings.kafka.librdkafka()
+        ends = end_offsets(conf, partitions)
+        done = committed_offsets(conf, self.settings.app_id, partitions)
+        return {p: end for (_, p), end in ends.items() if done.get((topic, p), 0) < end}
 
 
 def register(

@@ -53,7 +53,7 @@ codec = Codec()
 
 
 def trace(
-    hosts: int, gpus: int, hours: float, step_s: int, per_batch: int
+    hosts: int, gpus: int, hours: float, step_s: int, per_batch: int, *, t0: int = T0
 ) -> list[tuple[bytes, bytes, dict[str, Any]]]:
     """(key, encoded batch, batch) of simulated hosts; samples every ``step_s`` seconds."""
     out = []
@@ -66,7 +66,7 @@ def trace(
             lambda pid: JobLabels(f"job-{pid % 3}", "acme" if pid % 2 else "globex"),
         )
         for tick in range(int(hours * 3600 / step_s) + 1):
-            agent.sample(T0 + tick * step_s * 1000)
+            agent.sample(t0 + tick * step_s * 1000)
             if tick % per_batch == 0:
                 batch = agent.take_batch(0)
                 if batch:
@@ -264,6 +264,22 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
     )
     assert sorted(d["reason_code"] for d in letters) == ["corrupt", "unknown_zone"]
     assert {d["component"] for d in letters} == {"worker.matching"}
+
+
+def test_a_cold_worker_closes_no_hour_before_reading_the_intensity_backlog(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path
+) -> None:
+    """A year of intensity waits on the topic, and samples for its last hours. The samples'
+    watermark closes their hours at the first tick, and their prices are the last of the
+    backlog to be read: without the start-up hold they closed unpriced and came back as
+    revisions."""
+    events = intensity(kafka, tmp_path, hours=8760)
+    batches = trace(hosts=1, gpus=2, hours=2, step_s=60, per_batch=10, t0=T0 + 8756 * HOUR_MS)
+    produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in batches])
+    with worker(kafka, tmp_path):
+        records = latest(kafka, topics, len(reference(samples_of(batches), events)))
+    assert_equal_to_reference(records, batches, events)
+    assert {r["status"] for r in records.values()} == {"final"}
 
 
 def test_sigkill_of_a_busy_worker_changes_no_final_number(
