@@ -128,10 +128,18 @@ class OffsetTrack:
     tries: dict[int, tuple[int, int]] = field(default_factory=dict)  # (offset, seeks)
     wait_s: float = 1.0  # between seeks of one partition: a seek takes a fetch to land
     max_tries: int = 5  # then the offsets are gone (retention): give up, loudly
+    max_gap: int = 10_000  # a longer jump is an offset reset, not a skipped message
 
     def saw(self, partition: int, offset: int) -> None:
         expected = self.next_offset.get(partition)
-        if expected is not None and offset > expected:
+        if expected is not None and offset - expected > self.max_gap:
+            logger.error(
+                "samples partition %d jumped from offset %d to %d (reset past retention?)",
+                partition,
+                expected,
+                offset,
+            )
+        elif expected is not None and offset > expected:
             self.missing.setdefault(partition, set()).update(range(expected, offset))
         elif partition in self.missing:
             self.missing[partition].discard(offset)

@@ -35,3 +35,10 @@ def test_offsets_in_order_leave_nothing_missing() -> None:
         track.saw(1, offset)
         track.saw(2, offset)
     assert track.missing == {} and track.due(now=0.0) == []
+
+
+def test_a_jump_past_max_gap_is_an_offset_reset_not_a_skip() -> None:
+    track = OffsetTrack()
+    track.saw(4, 5)
+    track.saw(4, 5 + 1 + track.max_gap + 1)  # logged as an error, nothing held for it
+    assert track.missing == {} and track.next_offset[4] == 5 + track.max_gap + 3
