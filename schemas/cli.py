@@ -52,15 +52,21 @@ class LazyGroup(click.Group):
             formatter.write_dl(sorted(rows))
 
 
+class MissingExtra(click.ClickException):
+    """A subcommand's extra is not installed: one line and exit 2."""
+
+    exit_code = 2
+
+
 def _load(name: str) -> click.Command:
     module_name, attribute = LAZY_COMMANDS[name][0].split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = "agent" if module_name.startswith("agents") else "streams,embedded"
-        raise click.ClickException(
-            f"`llcr {name}` needs more of llcr installed ({exc.name} is missing): "
-            f"pip install 'llcr[{extra}]'"
+        raise MissingExtra(
+            f"`llcr {name}` needs more of llcr installed ({exc.name} is missing); "
+            f"hint: pip install 'llcr[{extra}]'"
         ) from exc
     command: click.Command = getattr(module, attribute)
     return command
@@ -141,9 +147,15 @@ def topics_create(
 
 
 def main() -> None:
-    """Console-script entry point: turn llcr errors into one clear line and exit 1."""
+    """Console-script entry point: turn llcr errors into one clear line.
+
+    Exit codes: 0 success, 1 a check failed or the command failed, 2 a usage, settings or
+    environment problem (a missing extra, store, broker or GPU library), 130 interrupted.
+    A command's ``ctx.exit(n)`` reaches the shell: click's non-standalone mode returns the
+    code instead of exiting, so it is passed on here.
+    """
     try:
-        root.main(standalone_mode=False)
+        rc = root.main(standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:
@@ -153,5 +165,7 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except LlcrError as exc:
-        click.echo(f"llcr: error: {exc}", err=True)
-        sys.exit(1)
+        hint = f"; hint: {exc.hint}" if exc.hint else ""
+        click.echo(f"llcr: error: {exc}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)

@@ -18,7 +18,17 @@ CodecReason = Literal[
 
 
 class LlcrError(Exception):
-    """Base class of every error raised by llcr code."""
+    """Base class of every error raised by llcr code.
+
+    ``exit_code`` is what the `llcr` console script exits with; ``hint`` (optional) is the
+    one thing to do about it, printed after the message on the same line.
+    """
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class CodecError(LlcrError):
@@ -34,8 +44,12 @@ class CodecError(LlcrError):
 
 
 class ConfigError(LlcrError):
-    """Settings are missing, malformed or contradictory."""
+    """Settings are missing, malformed or contradictory (exit 2: fix the invocation)."""
+
+    exit_code = 2
 
 
 class InfrastructureError(LlcrError):
-    """A broker, store or other piece of infrastructure could not be started or reached."""
+    """A broker, store, library or device could not be found, started or reached (exit 2)."""
+
+    exit_code = 2

@@ -38,8 +38,18 @@ def error(status: int, message: str) -> Reply:
 class JsonServer:
     """Serve ``handle`` on ``host:port`` (0: a free port) until closed."""
 
-    def __init__(self, handle: Handle, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._server = ThreadingHTTPServer((host, port), _handler_class(handle))
+    def __init__(
+        self,
+        handle: Handle,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_body: int = MAX_BODY,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        self._server = ThreadingHTTPServer(
+            (host, port), _handler_class(handle, max_body, read_timeout_s)
+        )
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -63,20 +73,44 @@ class JsonServer:
         self.close()
 
 
-def _handler_class(handle: Handle) -> type[BaseHTTPRequestHandler]:
+def _handler_class(
+    handle: Handle, max_body: int, read_timeout_s: float
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the routing API is on request paths
         # one segment per reply and no Nagle: headers and body written separately would
         # meet the client's delayed ACK (~40 ms a request on keep-alive connections)
         disable_nagle_algorithm = True
         wbufsize = 1 << 16
+        timeout = read_timeout_s  # a client that stops sending cannot hold a thread
 
         def _serve(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._send(error(413, "request too large"))
+            declared = self.headers.get("Content-Length")
+            if self.headers.get("Transfer-Encoding"):
+                self.close_connection = True
+                self._send(error(411, "send a Content-Length (no chunked bodies)"))
                 return
-            body = self.rfile.read(length) if length else b""
+            try:
+                length = int(declared or 0)
+                if length < 0 or (declared is not None and not declared.strip().isdigit()):
+                    raise ValueError(declared)
+            except ValueError:
+                self.close_connection = True
+                self._send(error(400, f"bad Content-Length {declared!r}"))
+                return
+            if length > max_body:
+                self.close_connection = True  # the unread body must not be parsed as a request
+                self._send(error(413, f"request too large (at most {max_body} bytes)"))
+                return
+            try:
+                body = self.rfile.read(length) if length else b""
+            except OSError:  # timed out mid-body
+                self.close_connection = True
+                return
+            if len(body) < length:
+                self.close_connection = True
+                self._send(error(400, "body shorter than its Content-Length"))
+                return
             try:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 reply = handle(method, self.path, headers, body)

@@ -23,6 +23,10 @@ class ClickHouseSettings(BaseModel):
     password: SecretStr = SecretStr("")
     connect_timeout_s: float = 10.0
     raw_sample_ttl_days: int = Field(default=30, ge=1)
+    # the local query endpoint (chDB): fixed on its read-only session, not changeable by SQL
+    query_max_execution_s: float = Field(default=10.0, gt=0, le=3600)
+    query_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    query_max_result_rows: int = Field(default=1_000_000, ge=1)
 
 
 class WorkerSettings(LlcrSettings):

@@ -1,25 +1,35 @@
 """`llcr query`: SQL against the configured store, also while the pipeline runs.
 
 chDB lets one process own a directory. While `llcr sink` (alone or inside `llcr up`) owns
-it, the sink serves read-only queries on 127.0.0.1 and writes the address next to the
-directory (``<dir>.endpoint``); `llcr query` uses that endpoint when it answers and opens
-the directory itself otherwise. With a ClickHouse server every process connects directly.
+it, the sink serves read-only queries on 127.0.0.1 and writes the address and a random
+token next to the directory (``<dir>.endpoint``, owner-only permissions); `llcr query`
+uses that endpoint when it answers and opens the directory itself otherwise. With a
+ClickHouse server every process connects directly.
+
+The endpoint is guarded by the engine, not by reading the SQL: queries run on a chDB
+connection opened with ``readonly=1`` (which also forbids a query to change any setting,
+and refuses every table function that reaches files, URLs, processes or other servers),
+with ``max_execution_time``, ``max_query_size`` and ``max_result_rows`` fixed on it. The
+SQL is first normalised by ClickHouse's own parser (``formatQuerySingleLine``), which
+refuses multi-statements, and ``INTO OUTFILE`` (written by chDB's client side, so not
+covered by ``readonly``) is refused from the parsed AST. The HTTP body is bounded.
 """
 
 from __future__ import annotations
 
 import csv
+import hmac
 import io
 import json
 import logging
 import os
-import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from schemas.errors import InfrastructureError, LlcrError
 from streams.jsonhttp import JsonServer, Reply, error
@@ -30,8 +40,6 @@ from streams.store.client import connect, embedded_dir, is_embedded
 logger = logging.getLogger(__name__)
 
 Format = Literal["table", "csv", "json"]
-_READ_ONLY = re.compile(r"^\s*(SELECT|WITH|SHOW|DESCRIBE|DESC|EXPLAIN|EXISTS)\b", re.I)
-_COMMENTS = re.compile(r"(--[^\n]*\n)|(/\*.*?\*/)", re.S)
 
 
 class QueryError(LlcrError):
@@ -73,42 +81,110 @@ def endpoint_file(settings: ClickHouseSettings) -> Path:
     return directory.with_name(directory.name + ".endpoint")
 
 
-def check_read_only(sql: str) -> None:
-    if not _READ_ONLY.match(_COMMENTS.sub(" ", sql)):
-        raise QueryError(
-            "the query endpoint runs read-only statements (SELECT, WITH, SHOW, DESCRIBE, "
-            "EXPLAIN, EXISTS); stop the pipeline to change the store"
-        )
+class RawQuery(Protocol):
+    """chDB's connection API: ``query(sql, format)`` returns the formatted result."""
+
+    def query(self, sql: str, fmt: str = ...) -> Any: ...
+
+
+def _literal(text: str) -> str:
+    """``text`` as a ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def guarded_query(conn: RawQuery, sql: str) -> tuple[list[str], list[str], list[list[Any]]]:
+    """Run one analyst statement on a ``readonly=1`` connection: parse, check, run.
+
+    Raises :class:`QueryError` for a refused statement; ClickHouse's own errors (readonly
+    refusals, syntax, limits) propagate with its message."""
+    parsed = json.loads(
+        str(conn.query(f"SELECT formatQuerySingleLine({_literal(sql)}) AS q", "JSONCompact"))
+    )
+    statement = str(parsed["data"][0][0])
+    ast = str(conn.query(f"EXPLAIN AST {statement}", "TSVRaw"))
+    # The one string literal a query's root node can hold as a direct child is its
+    # INTO OUTFILE target (ASTQueryWithOutput::out_file).
+    if any(line.startswith(" Literal '") for line in ast.splitlines()):
+        raise QueryError("the query endpoint refuses INTO OUTFILE: it writes no files")
+    result = json.loads(str(conn.query(statement, "JSONCompact")))
+    meta = result.get("meta", [])
+    types = [str(m["type"]) for m in meta]
+    rows: list[list[Any]] = result.get("data", [])
+    # JSON writes 20.0 as 20: give floats back as floats, as the direct path does
+    floats = [i for i, t in enumerate(types) if "Float" in t or "Decimal" in t]
+    for row in rows if floats else ():
+        for i in floats:
+            if isinstance(row[i], int) and not isinstance(row[i], bool):
+                row[i] = float(row[i])
+    return [str(m["name"]) for m in meta], types, rows
+
+
+def read_only_dsn(directory: Path, settings: ClickHouseSettings) -> str:
+    """The chDB connection string of the endpoint's read-only session."""
+    fixed = {
+        "readonly": 1,
+        "max_execution_time": settings.query_max_execution_s,
+        "max_query_size": 4 * settings.query_max_body_bytes + 1024,
+        "max_result_rows": settings.query_max_result_rows,
+        "result_overflow_mode": "throw",
+        "output_format_json_quote_64bit_integers": 0,
+        "output_format_json_quote_decimals": 0,
+        "output_format_json_quote_denormals": 0,
+    }
+    return f"{directory}?" + "&".join(f"{k}={v}" for k, v in fixed.items())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600 from creation)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 class QueryServer:
-    """Serves ``POST /query`` (body: SQL) from the owning process, on 127.0.0.1 only."""
+    """Serves ``POST /query`` (body: SQL) from the owning process, on 127.0.0.1 only.
+
+    Every request must carry ``Authorization: Bearer <token>``, the token being the one
+    in the endpoint file (readable by the owner only)."""
 
     def __init__(self, store: Store, settings: ClickHouseSettings, port: int = 0) -> None:
         self._store = store
         self._file = endpoint_file(settings)
-        self._server = JsonServer(self._handle, port=port)
+        self._token = secrets.token_urlsafe(32)
+        self._server = JsonServer(self._handle, port=port, max_body=settings.query_max_body_bytes)
 
     @property
     def url(self) -> str:
         return self._server.url
 
     def _handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Reply:
+        given = headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+            return error(401, "a valid bearer token is required (see the .endpoint file)")
         if (method, path) != ("POST", "/query"):
             return error(404, "POST /query")
-        sql = body.decode("utf-8", "replace")
         try:
-            check_read_only(sql)
-            columns, types, rows = self._store.query(sql)
+            sql = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return error(400, "the query is not UTF-8")
+        try:
+            columns, types, rows = self._store.read_only_query(sql)
         except QueryError as exc:
             return error(403, str(exc))
         except Exception as exc:  # the analyst sees ClickHouse's message
-            return error(400, str(exc).split("\n")[0][:2000])
+            message = str(exc).split("\n")[0][:2000]
+            status = 403 if "(READONLY)" in message else 400
+            return Reply(status, {"error": message})
         return Reply(200, {"columns": columns, "types": types, "rows": plain(rows)})
 
     def __enter__(self) -> QueryServer:
         self._server.start()
-        self._file.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+        write_private(
+            self._file, json.dumps({"url": self.url, "pid": os.getpid(), "token": self._token})
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,11 +230,17 @@ def _through_endpoint(settings: ClickHouseSettings, sql: str, timeout_s: float) 
 
     path = endpoint_file(settings)
     try:
-        url = json.loads(path.read_text())["url"]
-    except (OSError, ValueError, KeyError):
+        described = json.loads(path.read_text())
+        url, token = described["url"], described["token"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        response = httpx.post(f"{url}/query", content=sql.encode(), timeout=timeout_s)
+        response = httpx.post(
+            f"{url}/query",
+            content=sql.encode(),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
     except httpx.TransportError:
         logger.info("stale query endpoint %s (%s); opening the store directly", url, path)
         return None

@@ -30,6 +30,7 @@ class Store:
         self.settings = settings
         self._connector = connector
         self._client: Any = None
+        self._read_only: Any = None  # the query endpoint's readonly=1 chDB session
         self._lock = threading.RLock()
 
     def _ready(self) -> Any:
@@ -73,7 +74,42 @@ class Store:
             types = [t.name for t in result.column_types]
             return list(result.column_names), types, [tuple(r) for r in result.result_rows]
 
+    def read_only_query(self, sql: str) -> tuple[list[str], list[str], list[list[Any]]]:
+        """One analyst statement on the embedded store's read-only session (see
+        :func:`streams.sink.query.guarded_query`): the engine enforces read-only, the
+        limits are fixed on the session, and the statement cannot change them."""
+        from streams.sink.query import QueryError, guarded_query, read_only_dsn
+        from streams.store.client import embedded_dir
+
+        with self._lock:
+            self._ready()
+            if self._read_only is None:
+                import chdb
+
+                directory = embedded_dir(self.settings.dsn).resolve()
+                self._read_only = chdb.connect(  # type: ignore[no-untyped-call]
+                    read_only_dsn(directory, self.settings)
+                )
+            try:
+                return guarded_query(self._read_only, sql)
+            except QueryError:
+                raise
+            except Exception:
+                # a cancelled query (a limit hit) leaves output behind on chDB's session
+                # that the next query would read: start every query after an error afresh
+                self._close_read_only()
+                raise
+
+    def _close_read_only(self) -> None:
+        read_only, self._read_only = self._read_only, None
+        if read_only is not None:
+            try:
+                read_only.close()
+            except Exception:
+                logger.debug("closing the read-only session", exc_info=True)
+
     def _drop(self) -> None:
+        self._close_read_only()
         client, self._client = self._client, None
         if client is not None:
             try:
