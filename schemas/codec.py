@@ -92,7 +92,9 @@ def current_schemas() -> Mapping[SchemaName, ParsedSchema]:
 def historical_schemas() -> tuple[ParsedSchema, ...]:
     """Earlier versions still readable: ``history/<name>.v<N>.avsc``."""
     folder = resources.files("schemas") / "avro" / "history"
-    found = []
+    found: list[ParsedSchema] = []
+    if not folder.is_dir():  # an install without history: only current writers are read
+        return ()
     for entry in folder.iterdir():
         if entry.name.endswith(".avsc"):
             name = cast(SchemaName, entry.name.split(".", 1)[0])

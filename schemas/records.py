@@ -197,6 +197,7 @@ class RemovalOrder(TypedDict):
 
 class LedgerEntry(TypedDict):
     seq: int
+    chain_id: NotRequired[str]
     entry_id: str
     kind: LedgerKind
     scope: str

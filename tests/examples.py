@@ -175,6 +175,7 @@ EXAMPLES: dict[SchemaName, dict[str, Any]] = {
     },
     "ledger_entry": {
         "seq": 0,
+        "chain_id": "c0ffee00c0ffee00c0ffee00c0ffee00",
         "entry_id": "emission_hour:9f2c:0",
         "kind": "emission_hour",
         "scope": "acme",

@@ -18,9 +18,11 @@ from streams.topic_reader import read_to_end
 logger = logging.getLogger(__name__)
 
 LEDGER_SQL = (
-    "SELECT seq, entry_id, kind, scope, toUnixTimestamp64Milli(hour_start) AS hour_start_ms, "
-    "quantity_g, ref_id, payload_json, toUnixTimestamp64Milli(recorded_at) AS recorded_at_ms, "
-    "prev_hash, hash FROM {database}.ledger FINAL ORDER BY seq"
+    "SELECT seq, chain_id, entry_id, kind, scope, "
+    "toUnixTimestamp64Milli(hour_start) AS hour_start_ms, quantity_g, ref_id, payload_json, "
+    "toUnixTimestamp64Milli(recorded_at) AS recorded_at_ms, prev_hash, hash "
+    # no FINAL: a fork (two entries at one seq) must be seen, not collapsed away
+    "FROM {database}.ledger ORDER BY chain_id, seq, hash"
 )
 
 

@@ -60,11 +60,11 @@ def test_agent_extra_does_not_pull_faust_chdb_or_clickhouse() -> None:
     )  # the check can fail
 
 
+LLCR = str(Path(sys.executable).parent / "llcr")  # the installed console script
+
+
 def _llcr(*argv: str, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
-    code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd, check=False
-    )
+    return subprocess.run([LLCR, *argv], capture_output=True, text=True, cwd=cwd, check=False)
 
 
 def test_replay_once_prints_a_batch_from_a_real_nvidia_smi_trace(tmp_path: Path) -> None:
@@ -89,5 +89,5 @@ def test_replay_once_prints_a_batch_from_a_real_nvidia_smi_trace(tmp_path: Path)
 
 def test_replay_without_a_trace_is_a_clear_error(tmp_path: Path) -> None:
     out = _llcr("agent", "gpu", "--source", "replay", "--once", cwd=str(tmp_path))
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "llcr: error: source = replay needs replay_file (--trace FILE)" in out.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 from typing import Any
 
@@ -64,6 +65,54 @@ def test_the_chain_verifies_and_names_the_first_edited_missing_or_moved_entry() 
     assert broken_link is not None and broken_link.seq == 4 and "prev_hash" in broken_link.reason
     missing = verify(entries[:2] + entries[3:])[1]
     assert missing is not None and missing.seq == 3 and "missing" in missing.reason
+
+
+def test_a_chain_has_one_id_and_a_second_chain_or_a_fork_breaks_it() -> None:
+    first, second = chain_of(4), chain_of(3)
+    assert len({e["chain_id"] for e in first}) == 1 and first[0]["chain_id"]
+    assert first[0]["chain_id"] != second[0]["chain_id"]
+    # the same entries again (a redelivery, rows not merged yet) verify
+    doubled = [e for entry in first for e in (entry, dict(entry))]
+    assert verify(doubled) == (4, None)
+    # a second run's ledger in the same store is not a continuation of the first
+    count, mixed = verify(first + second)
+    assert count == 4 and mixed is not None and "second chain" in mixed.reason
+    # a different entry at a seq already taken is a fork, even with a valid hash
+    from streams.removal.ledger import entry_hash
+
+    forged = dict(first[2], quantity_g=99.0)
+    forged["hash"] = entry_hash(forged)
+    forked = verify([*first[:3], forged, first[3]])[1]
+    assert forked is not None and forked.seq == 2 and "fork" in forked.reason
+    # the chain id is hashed: moving an entry to another chain is an edit
+    moved = [*first[:1], dict(first[1], chain_id="f" * 32)]
+    assert verify(moved)[1] is not None
+
+
+def test_entries_of_v1_chains_without_an_id_still_verify_and_decode() -> None:
+    entries = chain_of(3)
+    v1 = []
+    head = "0" * 64
+    from streams.removal.ledger import entry_hash
+
+    for entry in entries:
+        old = {k: v for k, v in entry.items() if k != "chain_id"}
+        old["prev_hash"] = head
+        old["hash"] = entry_hash(old)
+        head = old["hash"]
+        v1.append(old)
+    assert verify(v1) == (3, None)
+    # an old writer's bytes decode with chain_id ''
+    import fastavro
+
+    from schemas.codec import Codec, historical_schemas
+
+    old_schema = next(s for s in historical_schemas() if s.name == "ledger_entry")
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, old_schema.parsed, {**v1[0], "hour_start_ms": None})
+    data = b"\xc3\x01" + old_schema.fingerprint + body.getvalue()
+    decoded = Codec().decode("ledger_entry", data)
+    assert decoded["chain_id"] == "" and decoded["hash"] == v1[0]["hash"]
 
 
 def test_quarter_end_is_the_hard_deadline() -> None:
