@@ -39,9 +39,10 @@ def show_config(ctx: click.Context, deployable: str) -> None:
 @agent.command("gpu")
 @click.option(
     "--source",
-    type=click.Choice(["auto", "nvml", "sim", "replay"]),
+    type=click.Choice(["nvml", "sim", "replay"]),
     default=None,
-    help="Where readings come from (default from settings: auto = NVML if present, else sim).",
+    help="Where readings come from (default from settings: nvml; without a GPU that is an "
+    "error, never a silent simulation).",
 )
 @click.option(
     "--trace",
@@ -69,6 +70,10 @@ def show_config(ctx: click.Context, deployable: str) -> None:
     "(default: when this process starts). Processes given the same pair share one clock.",
 )
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
+@click.option(
+    "--zone", default=None, help="Grid zone id pricing this host (required; env LLCR_ZONE)."
+)
+@click.option("--site", default=None, help="Data-centre site (required; env LLCR_SITE).")
 @click.option("--gpus", type=int, default=8, show_default=True, help="GPUs of the sim source.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sim source.")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
@@ -85,6 +90,8 @@ def gpu(
     start: str | None,
     anchor_ms: int | None,
     bootstrap: str | None,
+    zone: str | None,
+    site: str | None,
     gpus: int,
     seed: int,
     duration: float | None,
@@ -100,6 +107,10 @@ def gpu(
         overrides["replay_file"] = trace
     if speed is not None:
         overrides["replay_speed"] = speed
+    if zone is not None:
+        overrides["zone"] = zone
+    if site is not None:
+        overrides["site"] = site
     settings = GpuAgentSettings.load(config_file(ctx), **overrides)
     if bootstrap:
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
@@ -128,9 +139,11 @@ def gpu(
         clock=setup.clock,
         nvml_errors=lambda: int(getattr(setup.source, "errors", errors)),
     )
+    stats = publisher.stats
     click.echo(
-        f"published {agent_.counters.samples} samples in {publisher.stats.delivered} batches; "
-        f"rejected {agent_.counters.rejected or 'none'}",
+        f"sampled {agent_.counters.samples} sample(s); {stats.delivered} batch(es) delivered "
+        f"to {settings.kafka.bootstrap_servers}, {stats.spooled_at_stop} left in the spool "
+        f"(sent at next start); rejected {agent_.counters.rejected or 'none'}",
         err=True,
     )
 
@@ -233,14 +246,16 @@ def grid(
                 err=True,
             )
         click.echo(
-            f"published {result.events} event(s); rejected {len(result.problems)} input(s); "
-            f"{len(result.gaps)} gap(s)",
+            f"read {result.events} event(s): {result.delivered} delivered to "
+            f"{settings.kafka.bootstrap_servers}, {result.spooled} left in the spool (sent at "
+            f"next start); rejected {len(result.problems)} input(s); {len(result.gaps)} gap(s)",
             err=True,
         )
         return
     feeder = poll_forever(settings, stop, once=once)
     click.echo(
-        f"published {feeder.stats.events} event(s); rejected {feeder.stats.problems or 'none'}",
+        f"built {feeder.stats.events} event(s); rejected {feeder.stats.problems or 'none'} "
+        "(see the log for what is left in the spool)",
         err=True,
     )
 

@@ -27,6 +27,7 @@ class PublisherStats:
     delivered: int = 0
     delivery_errors: int = 0
     bytes_delivered: int = 0
+    spooled_at_stop: int = 0  # records left in the spool at stop (sent at next start)
 
 
 class Publisher:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from schemas.settings import LlcrSettings
+from schemas.zones import check_site, check_zone
 
 
 class GpuAgentSettings(LlcrSettings):
@@ -16,9 +17,16 @@ class GpuAgentSettings(LlcrSettings):
 
     host: str = Field(default_factory=socket.gethostname)
     agent_id: str | None = Field(default=None, description="Default: the host name.")
-    site: str = "default-site"
-    zone: str = Field(default="DE", description="Grid zone whose intensity prices this host.")
-    source: Literal["auto", "nvml", "sim", "replay"] = "auto"
+    # No defaults: a forgotten zone must not price a fleet with another grid's intensity.
+    site: str = Field(description="Data-centre site (PUE, WUE, capture units). Env: LLCR_SITE.")
+    zone: str = Field(
+        description="Electricity Maps zone id whose intensity prices this host. Env: LLCR_ZONE."
+    )
+    extra_zones: list[str] = Field(
+        default_factory=list, description="Zone ids to accept beyond schemas.zones.KNOWN_ZONES."
+    )
+    # Real readings unless a simulation is asked for by name: NVML missing is an error.
+    source: Literal["nvml", "sim", "replay"] = "nvml"
     sample_interval_s: float = Field(default=1.0, gt=0)
     publish_interval_s: float = Field(default=1.0, gt=0)
     spool_dir: Path = Path(".llcr-data/spool")
@@ -46,6 +54,12 @@ class GpuAgentSettings(LlcrSettings):
     job: str | None = Field(default=None, description="Job label for all GPU energy (LLCR_JOB).")
     tenant: str | None = None
     model: str | None = None
+
+    @model_validator(mode="after")
+    def _known_zone_and_site(self) -> Self:
+        check_zone(self.zone, self.extra_zones)
+        check_site(self.site)
+        return self
 
 
 ProviderName = Literal["electricitymaps", "watttime", "neso", "static"]

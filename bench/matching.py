@@ -101,6 +101,7 @@ def worker_run(
         "LLCR_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
         "LLCR_APP_ID": "bench-worker",
+        "LLCR_ACCEPT_SOURCES": '["sim"]',  # the bench's hosts are simulated
         "LLCR_DATA_DIR": str(tmp / "w"),
         "LLCR_GRACE_S": "0",
         "LLCR_MAX_WAIT_S": "3600",

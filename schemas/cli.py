@@ -96,6 +96,14 @@ def config_file(ctx: click.Context) -> Path | None:
     return path
 
 
+@root.command("zones")
+def zones_command() -> None:
+    """List the grid zone ids agents may name (Electricity Maps ids)."""
+    from schemas.zones import KNOWN_ZONES
+
+    click.echo("\n".join(sorted(KNOWN_ZONES)))
+
+
 @root.group()
 def topics() -> None:
     """Topic catalogue: list and pre-create topics."""

@@ -11,6 +11,10 @@ from schemas.settings import LlcrSettings
 from streams.removal.capture import CaptureUnitConfig
 
 
+SampleSourceName = Literal["nvml", "replay", "sim"]
+_REAL_SOURCES: tuple[SampleSourceName, ...] = ("nvml", "replay")
+
+
 class ClickHouseSettings(BaseModel):
     """Where analytics live: ``chdb:///abs/dir`` or ``chdb:rel/dir`` (embedded), or
     ``http(s)://host:port`` (a ClickHouse server)."""
@@ -47,6 +51,10 @@ class WorkerSettings(LlcrSettings):
         default_factory=list, description="Known grid zones; empty: any zone is accepted."
     )
     average_variant: Literal["direct", "lifecycle"] = "lifecycle"
+    accept_sources: list[SampleSourceName] = Field(
+        default_factory=lambda: list(_REAL_SOURCES),
+        description="Sample sources priced; others are dead-lettered (sim only for demos).",
+    )
     pue: dict[str, float] = Field(default_factory=dict, description="PUE by site.")
     wue_l_per_kwh: dict[str, float] = Field(default_factory=dict, description="WUE by site.")
     default_pue: float = Field(default=1.2, ge=1.0)

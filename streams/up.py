@@ -182,6 +182,8 @@ def up(
             LLCR_GRACE_S=str(max(5.0, clock.speed)),
             LLCR_MAX_WAIT_S="10",
             LLCR_AVERAGE_VARIANT="direct" if live else "lifecycle",
+            # `up` is the demo: its sim hosts are priced (a deployment's worker is not)
+            LLCR_ACCEPT_SOURCES='["nvml","replay","sim"]',
             LLCR_LIVE_EVERY_S="0.5",
             LLCR_TICK_S="0.25",
             # Every tick visits every retained hour of every host. Intensity comes seconds

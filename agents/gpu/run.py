@@ -19,7 +19,7 @@ from agents.publisher import Publisher
 from agents.settings import GpuAgentSettings
 from agents.spool import Spool, SpoolFullError
 from schemas.codec import make_codec
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, InfrastructureError
 from schemas.records import SampleSource
 
 logger = logging.getLogger(__name__)
@@ -34,13 +34,16 @@ class SourceSetup:
 
 
 def make_source(settings: GpuAgentSettings, gpus: int, seed: int) -> SourceSetup:
-    if settings.source in ("nvml", "auto"):
+    if settings.source == "nvml":
         try:
             return SourceSetup(NvmlSource(), "nvml")
         except Exception as exc:  # no driver / no GPU: pynvml raises NVMLError or ImportError
-            if settings.source == "nvml":
-                raise
-            logger.warning("no NVML GPU here (%s); using the sim source", exc)
+            raise InfrastructureError(
+                f"no NVIDIA GPU readable through NVML on this host ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})",
+                hint="install the NVIDIA driver (libnvidia-ml.so), or run a demo with "
+                "--source sim (simulated energy is refused downstream unless allowed)",
+            ) from None
     if settings.source == "replay":
         if settings.replay_file is None:
             raise ConfigError("source = replay needs replay_file (--trace FILE)")
@@ -146,6 +149,7 @@ def run(
         logger.warning(
             "stopping with %d batch(es) spooled; they are sent at next start", spool.pending
         )
+    publisher.stats.spooled_at_stop = spool.pending
     spool.close()
     if scraper is not None:
         scraper.close()

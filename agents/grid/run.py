@@ -99,7 +99,8 @@ class Outlet:
         ok = all(
             p.flush(max(0.0, deadline - time.monotonic())) for p in (self.events, self.dead_letters)
         )
-        for spool in self.spools:
+        for publisher, spool in zip((self.events, self.dead_letters), self.spools, strict=True):
+            publisher.stats.spooled_at_stop = spool.pending
             spool.close()
         return ok
 
@@ -180,7 +181,9 @@ def poll_forever(
 
 @dataclass
 class Imported:
-    events: int = 0
+    events: int = 0  # handed to the outlet (spooled, then produced)
+    delivered: int = 0  # acknowledged by the broker
+    spooled: int = 0  # still in the spool at stop: sent at next start
     problems: list[Problem] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
 
@@ -247,6 +250,8 @@ def import_files(
         logger.warning(
             "stopping with records spooled in %s; sent at next start", settings.state_dir
         )
+    result.delivered = outlet.events.stats.delivered
+    result.spooled = outlet.events.stats.spooled_at_stop
     feeder.log.save(settings.state_dir / "revisions.json")
     result.problems, result.gaps = cycle.problems, cycle.gaps
     return result

@@ -213,6 +213,7 @@ class Matching:
         self.factors = factors_of(settings)
         self.policy = policy_of(settings)
         self.zones = set(settings.zones)
+        self.accept_sources = set(settings.accept_sources)
         names = settings.kafka.topics
         raw = {
             "key_type": bytes,
@@ -435,6 +436,14 @@ class Matching:
             return
         if self.zones and batch["zone"] not in self.zones:
             await self.dead(f"unknown_zone: {batch['zone']}", event.value, event)
+            return
+        if batch["source"] not in self.accept_sources:
+            await self.dead(
+                f"source_not_accepted: {batch['source']} samples are not priced here "
+                f"(accept_sources: {sorted(self.accept_sources)})",
+                event.value,
+                event,
+            )
             return
         host_key = batch["host"].encode()
         state = touched.get(host_key) or states.get(host_key)

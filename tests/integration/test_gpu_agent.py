@@ -41,7 +41,9 @@ class _Host:
     """A sim host driven tick by tick on a simulated clock (1 s per tick)."""
 
     def __init__(self, kafka: KafkaSettings, spool_dir: Path) -> None:
-        self.settings = GpuAgentSettings(kafka=kafka, spool_dir=spool_dir, host="h1")
+        self.settings = GpuAgentSettings(
+            kafka=kafka, spool_dir=spool_dir, host="h1", zone="DE", site="s1", source="sim"
+        )
         self.sim = SimSource(gpus=4, seed=3, host="h1")
         self.start_counters = self.sim.counters()
         self.agent = GpuAgent(

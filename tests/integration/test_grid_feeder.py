@@ -366,9 +366,10 @@ def test_cli_imports_a_portal_file_every_hour_exactly_once(
     path = SHIPPED / "GB_2023_hourly.csv"
     out = _llcr("agent", "grid", "--from-csv", str(path), env=env)
     assert out.returncode == 0, out.stderr
-    assert "published 17520 event(s); rejected 0 input(s); 0 gap(s)" in out.stderr
+    assert "read 17520 event(s): 17520 delivered to" in out.stderr
+    assert "0 left in the spool (sent at next start); rejected 0 input(s); 0 gap(s)" in out.stderr
     again = _llcr("agent", "grid", "--from-csv", str(path), env=env)  # idempotent
-    assert "published 0 event(s)" in again.stderr
+    assert "read 0 event(s): 0 delivered" in again.stderr
     events = _intensity_events(kafka, topics, 17520, timeout_s=60, settle_s=1.0)
     assert len(events) == 17520
     by_key = {(e["period_start_ms"], e["variant"]): e for e in events}
@@ -433,7 +434,8 @@ def test_cli_reports_every_bad_row_and_publishes_nothing_bad(
     # direct: 3-5 rejected and 7-8 missing; lifecycle: 7-8 missing
     assert gaps == ["gap DE average/direct", "gap DE average/direct", "gap DE average/lifecycle"]
     expected = 6 + 3 + 2 + 6  # hours 0-2 both; 3-5 lifecycle only; 6 once; 9-11 both
-    assert f"published {expected} event(s); rejected 8 input(s); 3 gap(s)" in out.stderr
+    assert f"read {expected} event(s): {expected} delivered to" in out.stderr
+    assert "rejected 8 input(s); 3 gap(s)" in out.stderr
     events = _intensity_events(kafka, topics, expected, settle_s=1.0)
     assert len(events) == expected
     assert all(0 <= e["intensity_g_per_kwh"] < 2000 for e in events)

@@ -27,7 +27,7 @@ from agents.grid.run import import_files
 from agents.settings import GridFeederSettings
 from schemas.admin import create_topics
 from schemas.codec import Codec
-from schemas.records import GpuSample, GridIntensityEvent
+from schemas.records import GpuSample, GridIntensityEvent, SampleSource
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
 from streams.embedded.broker import Broker
@@ -53,15 +53,23 @@ codec = Codec()
 
 
 def trace(
-    hosts: int, gpus: int, hours: float, step_s: int, per_batch: int, *, t0: int = T0
+    hosts: int,
+    gpus: int,
+    hours: float,
+    step_s: int,
+    per_batch: int,
+    *,
+    t0: int = T0,
+    source: SampleSource = "sim",
 ) -> list[tuple[bytes, bytes, dict[str, Any]]]:
-    """(key, encoded batch, batch) of simulated hosts; samples every ``step_s`` seconds."""
+    """(key, encoded batch, batch) of simulated hosts; samples every ``step_s`` seconds,
+    labelled ``source`` (``replay``: as if a recorded trace were replayed)."""
     out = []
     for h in range(hosts):
         host = f"host-{h}"
         sim = SimSource(gpus=gpus, seed=h, host=host)
         agent = GpuAgent(
-            HostIdentity(host, host, "fra-1", "DE", "sim"),
+            HostIdentity(host, host, "fra-1", "DE", source),
             sim,
             lambda pid: JobLabels(f"job-{pid % 3}", "acme" if pid % 2 else "globex"),
         )
@@ -117,6 +125,8 @@ def worker(
         "LLCR_MAX_WAIT_S": "3",
         "LLCR_TICK_S": "0.5",
         "LLCR_ZONES": '["DE"]',
+        # these tests' hosts are simulated: this deployment allows sim samples explicitly
+        "LLCR_ACCEPT_SOURCES": '["nvml","replay","sim"]',
         **env,
     }
     code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
@@ -237,7 +247,7 @@ def test_multi_day_trace_on_real_2023_intensity_equals_the_reference(
 def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
     kafka: KafkaSettings, topics: Topics, tmp_path: Path
 ) -> None:
-    batches = trace(hosts=2, gpus=2, hours=6, step_s=30, per_batch=20)
+    batches = trace(hosts=2, gpus=2, hours=6, step_s=30, per_batch=20, source="replay")
     shuffled = list(batches) + random.Random(7).sample(batches, len(batches) // 3)  # duplicates
     random.Random(8).shuffle(shuffled)
     bad = [
@@ -246,9 +256,13 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
             b"host-0",
             codec.encode("gpu_sample_batch", {**batches[0][2], "zone": "XX", "batch_id": "x"}),
         ),
+        (  # simulated energy is not priced by a worker that did not allow it
+            b"host-0",
+            codec.encode("gpu_sample_batch", {**batches[1][2], "source": "sim", "batch_id": "s"}),
+        ),
     ]
     produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in shuffled] + bad)
-    with worker(kafka, tmp_path):
+    with worker(kafka, tmp_path, LLCR_ACCEPT_SOURCES='["nvml","replay"]'):
         unpriced = latest(kafka, topics, len(reference(samples_of(batches), [])))
         assert all(r["average"] is None for r in unpriced.values())  # no intensity yet
         events = intensity(kafka, tmp_path, hours=8)  # hours after the samples
@@ -259,10 +273,14 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
         kafka.bootstrap_servers,
         topics.name("dead_letters"),
         "dead_letter",
-        2,
+        3,
         partitions=spec("dead_letters").partitions,
     )
-    assert sorted(d["reason_code"] for d in letters) == ["corrupt", "unknown_zone"]
+    assert sorted(d["reason_code"] for d in letters) == [
+        "corrupt",
+        "source_not_accepted",
+        "unknown_zone",
+    ]
     assert {d["component"] for d in letters} == {"worker.matching"}
 
 

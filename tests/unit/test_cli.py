@@ -78,6 +78,10 @@ def test_replay_once_prints_a_batch_from_a_real_nvidia_smi_trace(tmp_path: Path)
         str(trace),
         "--speed",
         "0",
+        "--zone",
+        "DE",
+        "--site",
+        "fra-1",
         "--once",
         cwd=str(tmp_path),
     )
@@ -88,6 +92,17 @@ def test_replay_once_prints_a_batch_from_a_real_nvidia_smi_trace(tmp_path: Path)
 
 
 def test_replay_without_a_trace_is_a_clear_error(tmp_path: Path) -> None:
-    out = _llcr("agent", "gpu", "--source", "replay", "--once", cwd=str(tmp_path))
+    out = _llcr(
+        "agent",
+        "gpu",
+        "--source",
+        "replay",
+        "--zone",
+        "DE",
+        "--site",
+        "s",
+        "--once",
+        cwd=str(tmp_path),
+    )
     assert out.returncode == 2
     assert "llcr: error: source = replay needs replay_file (--trace FILE)" in out.stderr

@@ -16,6 +16,7 @@ from streams.settings import SinkSettings
 def test_environment_with_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LLCR_KAFKA__BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
     monkeypatch.setenv("LLCR_ZONE", "US-CAL-CISO")
+    monkeypatch.setenv("LLCR_SITE", "sjc-1")
     settings = GpuAgentSettings.load()
     assert settings.kafka.bootstrap_servers == "kafka-1:9092,kafka-2:9092"
     assert settings.zone == "US-CAL-CISO"
@@ -34,6 +35,26 @@ def test_toml_file_and_environment_precedence(
         "file:9092",
     )
     assert GpuAgentSettings.load(config, zone="GB").zone == "GB"  # CLI overrides beat both
+
+
+def test_zone_and_site_are_required_and_a_zone_must_be_known(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("LLCR_ZONE", raising=False)
+    monkeypatch.delenv("LLCR_SITE", raising=False)
+    with pytest.raises(ConfigError) as missing:
+        GpuAgentSettings.load()
+    assert "zone: Field required" in str(missing.value)
+    assert "site: Field required" in str(missing.value)
+    for wrong, near in (("de", "DE"), ("Narnia", None), ("US-CAL-CSIO", "US-CAL-CISO")):
+        with pytest.raises(ConfigError) as bad:
+            GpuAgentSettings.load(zone=wrong, site="s1")
+        assert f"{wrong!r} is not a known grid zone" in str(bad.value)
+        assert near is None or f"did you mean {near}" in str(bad.value)
+    with pytest.raises(ConfigError, match="site 'a b'"):
+        GpuAgentSettings.load(zone="DE", site="a b")
+    assert GpuAgentSettings.load(zone="XX-LAB", site="s1", extra_zones=["XX-LAB"]).zone == "XX-LAB"
+    assert GpuAgentSettings.load(zone="DE", site="s1").source == "nvml"  # never sim by default
 
 
 def test_unknown_key_in_file_and_missing_file_are_config_errors(tmp_path: Path) -> None:
@@ -91,5 +112,5 @@ def test_invalid_value_message_does_not_echo_secrets(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LLCR_KAFKA__SASL_PASSWORD", "leak-me")
     monkeypatch.setenv("LLCR_SAMPLE_INTERVAL_S", "-1")
     with pytest.raises(ConfigError) as err:
-        GpuAgentSettings.load()
+        GpuAgentSettings.load(zone="DE", site="s1")
     assert "sample_interval_s" in str(err.value) and "leak-me" not in str(err.value)
