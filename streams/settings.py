@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from schemas.paths import data_home, default_dsn
 from schemas.settings import LlcrSettings
 from streams.removal.capture import CaptureUnitConfig
-
 
 SampleSourceName = Literal["nvml", "replay", "sim"]
 _REAL_SOURCES: tuple[SampleSourceName, ...] = ("nvml", "replay")
@@ -21,7 +21,10 @@ class ClickHouseSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dsn: str = "chdb:.llcr-data/chdb"
+    dsn: str = Field(
+        default_factory=default_dsn,
+        description="Default: chdb:<LLCR_HOME or ~/.local/share/llcr>/chdb (absolute).",
+    )
     database: str = "llcr"
     username: str = "default"
     password: SecretStr = SecretStr("")
@@ -38,7 +41,7 @@ class WorkerSettings(LlcrSettings):
 
     app_id: str = "llcr-worker"
     store: str = "memory://"
-    data_dir: Path = Path(".llcr-data/worker")
+    data_dir: Path = Field(default_factory=lambda: data_home() / "worker")
     processing_guarantee: Literal["at_least_once"] = "at_least_once"
     # Tansu holds a group join for session_timeout / 2; these keep a worker ready in seconds
     # (see docs/operations.md). Production Kafka works with them too.

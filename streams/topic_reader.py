@@ -6,7 +6,26 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.errors import LlcrError
+from schemas.errors import InfrastructureError, LlcrError
+
+
+def check_reachable(kafka_config: dict[str, str], timeout_s: float = 5.0) -> None:
+    """InfrastructureError, one line with a hint, when no broker answers metadata in time
+    (instead of librdkafka's connection log and a KafkaException later)."""
+    from confluent_kafka import Consumer, KafkaException
+
+    probe = Consumer({**kafka_config, "group.id": "llcr-probe", "log_level": "0"})
+    try:
+        probe.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+        raise InfrastructureError(
+            f"cannot reach a Kafka broker at {kafka_config.get('bootstrap.servers')} "
+            f"in {timeout_s:.0f} s ({reason})",
+            hint="start the broker (or `llcr up`), or set LLCR_KAFKA__BOOTSTRAP_SERVERS",
+        ) from None
+    finally:
+        probe.close()
 
 
 def read_to_end(kafka_config: dict[str, str], topic: str, partitions: int) -> Iterator[Any]:

@@ -41,13 +41,14 @@ import click
 
 from agents.cli import bundled_grid_files
 from schemas.admin import create_topics
+from schemas.paths import data_home, default_dsn
 from schemas.records import EmissionHour
 from schemas.settings import KafkaSettings
 from schemas.topics import TopicKey
 from streams.embedded.broker import Broker, free_port
 from streams.process import stop_on_signals
 from streams.settings import ClickHouseSettings
-from streams.store.client import connect
+from streams.store.client import connect, embedded_dir
 from streams.store.migrations import apply_migrations
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,9 @@ STAGGER_S = 1.5
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".llcr-data"),
-    show_default=True,
-    help="Where chDB data and logs go.",
+    default=None,
+    help="Where runs are kept (default: LLCR_HOME, else ~/.local/share/llcr). Each run gets "
+    "a directory of its own under runs/, and DIR/chdb links to the newest run's store.",
 )
 @click.option(
     "--duration",
@@ -131,7 +132,7 @@ STAGGER_S = 1.5
 )
 def up(
     *,
-    data_dir: Path,
+    data_dir: Path | None,
     duration: float | None,
     port: int | None,
     speed: float,
@@ -145,8 +146,12 @@ def up(
     plain: bool,
 ) -> None:
     """Run the whole pipeline on this machine (embedded broker + chDB)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    home = (data_dir or data_home()).absolute()
+    # The broker is in memory: nothing of an earlier run may meet this one (its store, the
+    # feeder's revision log, spools). A run is a directory of its own.
+    data_dir = new_run_dir(home)
     (data_dir / "logs").mkdir(exist_ok=True)
+    click.echo(f"run dir   {data_dir} (store linked as {home / 'chdb'})")
     stop = threading.Event()
     stop_on_signals(stop)
     started = time.monotonic()
@@ -227,7 +232,28 @@ def up(
         watcher.join(5)
         click.echo(_removal_line(clickhouse))
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
-    click.echo(f'query it: llcr query --dsn {clickhouse.dsn} "SELECT * FROM llcr.emissions"')
+    query_dsn = "" if home / "chdb" == embedded_dir(default_dsn()) else f" --dsn chdb:{home}/chdb"
+    click.echo(f'query it: llcr query{query_dsn} "SELECT * FROM llcr.emissions"')
+
+
+def new_run_dir(home: Path) -> Path:
+    """``home/runs/<UTC time>-<pid>``, created, with ``home/chdb`` linked to its store.
+
+    A real directory at ``home/chdb`` (a store not made by `up`) is never replaced."""
+    link = home / "chdb"
+    if link.exists() and not link.is_symlink():
+        raise click.UsageError(
+            f"{link} is a store of its own, not a link `llcr up` made: "
+            "give up another --data-dir (or LLCR_HOME)"
+        )
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    run = home / "runs" / f"{stamp}-{os.getpid()}"
+    run.mkdir(parents=True)
+    staged = home / f".chdb-{os.getpid()}"
+    staged.unlink(missing_ok=True)
+    staged.symlink_to(Path("runs") / run.name / "chdb", target_is_directory=True)
+    os.replace(staged, link)  # atomic: a reader sees the old run or the new one
+    return run
 
 
 def _prepare(broker: Broker, data_dir: Path) -> tuple[KafkaSettings, ClickHouseSettings]:

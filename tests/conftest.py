@@ -5,6 +5,8 @@ Integration tests never skip: the project installs its infrastructure (llcr[embe
 
 from __future__ import annotations
 
+import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,10 @@ from schemas.topics import Topics
 from streams.embedded.broker import Broker
 from streams.settings import ClickHouseSettings
 from streams.store.client import connect
+
+# Every default path of llcr (store, spools, revision log) lives under LLCR_HOME: the
+# tests and the processes they start get a home of their own, never the user's.
+os.environ["LLCR_HOME"] = tempfile.mkdtemp(prefix="llcr-test-home-")
 
 # Group-join timings for Tansu (../docs/operations.md): a consumer is ready in ~1-3 s.
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}

@@ -13,7 +13,7 @@ from schemas.topics import spec
 from streams.removal.provider import CreditProvider
 from streams.removal.service import Actions, ActionStats
 from streams.settings import ActionsSettings, ClickHouseSettings
-from streams.topic_reader import read_to_end
+from streams.topic_reader import check_reachable, read_to_end
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def ledger_entries(
         result = run_query(clickhouse, LEDGER_SQL.format(database=clickhouse.database))
         return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
     codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
+    check_reachable(settings.kafka.librdkafka())
     messages = read_to_end(
         settings.kafka.librdkafka(), settings.kafka.topics.name("ledger"), spec("ledger").partitions
     )

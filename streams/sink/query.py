@@ -206,11 +206,14 @@ def run_query(
         if endpoint_only:
             raise QueryError(f"no running llcr process serves {settings.dsn} (yet)")
     try:
-        client = connect(settings)
+        client = connect(settings, create=False)
     except InfrastructureError as exc:
-        raise QueryError(
-            f"{exc}\nNo running llcr process serves queries for this store "
-            f"(no live {endpoint_file(settings).name} beside it)."
+        if exc.hint:
+            raise
+        raise InfrastructureError(
+            str(exc),
+            hint=f"no running llcr process serves queries for this store (no live "
+            f"{endpoint_file(settings).name} beside it)",
         ) from exc
     try:
         result = client.query(sql)

@@ -25,14 +25,18 @@ def embedded_dir(dsn: str) -> Path:
     return Path(path.removeprefix("//") if path.startswith("///") else path)
 
 
-def connect(settings: ClickHouseSettings) -> Any:
-    """Return a ``clickhouse_connect`` Client for the configured store."""
+def connect(settings: ClickHouseSettings, *, create: bool = True) -> Any:
+    """Return a ``clickhouse_connect`` Client for the configured store.
+
+    ``create=False`` (every read: query, report, ledger verify): an embedded store that
+    does not exist, or holds no llcr database, is an error naming its path; a read never
+    creates an empty store."""
     try:
         import clickhouse_connect
     except ImportError as exc:
         raise InfrastructureError("ClickHouse access needs 'llcr[streams]'") from exc
     if is_embedded(settings.dsn):
-        return _connect_embedded(clickhouse_connect, settings.dsn)
+        return _connect_embedded(clickhouse_connect, settings, create)
     parts = urlsplit(settings.dsn)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InfrastructureError(
@@ -51,7 +55,8 @@ def connect(settings: ClickHouseSettings) -> Any:
         raise InfrastructureError(f"cannot reach ClickHouse at {parts.hostname}: {exc}") from exc
 
 
-def _connect_embedded(clickhouse_connect: Any, dsn: str) -> Any:
+def _connect_embedded(clickhouse_connect: Any, settings: ClickHouseSettings, create: bool) -> Any:
+    dsn = settings.dsn
     try:
         import chdb  # noqa: F401  (registers the chdb:// backend of clickhouse-connect)
     except ImportError as exc:
@@ -59,6 +64,11 @@ def _connect_embedded(clickhouse_connect: Any, dsn: str) -> Any:
             "the embedded ClickHouse needs chdb: pip install 'llcr[embedded]'"
         ) from exc
     directory = embedded_dir(dsn).resolve()
+    if not create and not (directory / "metadata" / f"{settings.database}.sql").is_file():
+        raise InfrastructureError(
+            f"no llcr store at {directory} (DSN {dsn}: no database {settings.database!r})",
+            hint="run `llcr up` first, pass --dsn chdb:DIR, or set LLCR_CLICKHOUSE__DSN",
+        )
     directory.mkdir(parents=True, exist_ok=True)
     try:
         return clickhouse_connect.get_client(dsn=f"chdb:///{directory}")

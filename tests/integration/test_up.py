@@ -56,7 +56,9 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     stdout, stderr = process.communicate(timeout=120)
     stopping_s = time.monotonic() - interrupted
     assert stopping_s < 30, f"up took {stopping_s:.0f} s to stop"
-    for log in (data / "logs").iterdir():
+    first_store = (data / "chdb").resolve()  # the link up made to this run's store
+    assert first_store.parent.parent == (data / "runs").resolve()
+    for log in (first_store.parent / "logs").iterdir():
         assert "Traceback" not in log.read_text(errors="replace"), log.name
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr
@@ -65,7 +67,7 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     # the agents, the grid feeder and the worker ran as processes: final hours came out,
     # priced with the shipped intensity of the hosts' zones
     finals = [line.split() for line in result.stdout.splitlines() if line.startswith("final")]
-    assert finals, result.stdout + (data / "logs" / "worker.log").read_text()[-2000:]
+    assert finals, result.stdout + (first_store.parent / "logs" / "worker.log").read_text()[-2000:]
     assert {f[3] for f in finals} == {"sim-de-0", "sim-fr-1"}
     # (on a loaded machine the feeder can lag the agents: an hour may close before its
     # intensity arrives, and is then revised with it; nothing stays unpriced but the last)
@@ -87,22 +89,41 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     assert count(dsn, "SELECT count() FROM llcr.ledger FINAL WHERE kind = 'emission_hour'") > 0
     assert count(dsn, "SELECT count() FROM llcr.capture_commands FINAL") > 0
     assert count(dsn, "SELECT count() FROM llcr.signals FINAL WHERE kind = 'eco_mode'") > 0
-    verified = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from schemas.cli import main; main()",
-            "ledger",
-            "verify",
-            "--dsn",
-            dsn,
-        ],
+    verified = verify_ledger(dsn)
+    assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stderr
+    entries = verified.stdout
+
+    # `up` again on the same data dir: a run of its own, nothing mixed with the first
+    argv = ["up", "--speed", "1200", "--hosts", "1", "--gpus", "1", "--duration", "20"]
+    again = subprocess.run(
+        [LLCR_SCRIPT, *argv, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    second_store = (data / "chdb").resolve()
+    assert second_store != first_store and f"run dir   {second_store.parent}" in again.stdout
+    assert count(dsn, "SELECT count() FROM llcr.grid_intensity FINAL") > 0  # priced again
+    second = verify_ledger(dsn)
+    assert second.returncode == 0 and "chain intact" in second.stdout, second.stderr
+    assert count(dsn, "SELECT uniqExact(chain_id) FROM llcr.ledger") == 1
+    first = verify_ledger(f"chdb:{first_store}")
+    assert first.returncode == 0 and first.stdout == entries  # the first run is untouched
+
+
+LLCR_SCRIPT = str(Path(sys.executable).parent / "llcr")  # the installed console script
+
+
+def verify_ledger(dsn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LLCR_SCRIPT, "ledger", "verify", "--dsn", dsn],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    assert verified.returncode == 0 and "chain intact" in verified.stdout, verified.stderr
 
 
 def count(dsn: str, sql: str) -> int:

@@ -1,0 +1,119 @@
+"""Exit codes and one-line errors through the installed `llcr` console script, as cron,
+CI and systemd see them: 0 fine, 1 a check failed, 2 a missing store, broker or GPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from streams.embedded.broker import free_port
+from streams.removal.ledger import Chain, entry_hash
+from streams.settings import ClickHouseSettings
+from streams.sink.rows import TABLES
+from streams.store.client import connect
+from streams.store.migrations import apply_migrations
+
+LLCR = str(Path(sys.executable).parent / "llcr")
+
+
+def llcr(*argv: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [LLCR, *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, **env},
+    )
+
+
+def one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    assert done.returncode == code, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("llcr: error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for needle in needles:
+        assert needle in lines[0], done.stderr
+
+
+def _entries(n: int) -> list[dict[str, Any]]:
+    chain = Chain()
+    return [
+        dict(
+            chain.append(
+                "capture_delivery",
+                "tenant:a",
+                float(i),
+                f"r{i}",
+                hour_start_ms=None,
+                payload={"i": i},
+                recorded_at_ms=1_700_000_000_000 + i,
+            )
+        )
+        for i in range(n)
+    ]
+
+
+def _store_with_ledger(directory: Path, entries: list[dict[str, Any]]) -> str:
+    settings = ClickHouseSettings(dsn=f"chdb:{directory}")
+    client = connect(settings)
+    try:
+        apply_migrations(client, settings.database)
+        table = TABLES["ledger"]
+        rows = [row for entry in entries for row in table.rows(entry)]
+        client.insert(f"llcr.{table.table}", rows, column_names=list(table.columns))
+    finally:
+        client.close()  # one process per chDB directory: the command opens it next
+    return settings.dsn
+
+
+def test_ledger_verify_exits_1_on_every_kind_of_tamper(tmp_path: Path) -> None:
+    entries = _entries(6)
+    intact = _store_with_ledger(tmp_path / "intact", entries)
+    done = llcr("ledger", "verify", "--dsn", intact)
+    assert done.returncode == 0 and "ledger OK: 6 entries" in done.stdout, done.stderr
+
+    edited = [dict(e) for e in entries]
+    edited[3]["quantity_g"] = 1000.0
+    forked = dict(entries[4], quantity_g=7.0)
+    forked["hash"] = entry_hash(forked)
+    second_run = _entries(2)  # another chain (a second `up` on one store, a new topic)
+    cases = {
+        "edited": edited,
+        "fork": [*entries, forked],
+        "second chain": [*entries, *second_run],
+        "missing": entries[:2] + entries[3:],
+    }
+    for name, tampered in cases.items():
+        dsn = _store_with_ledger(tmp_path / name.replace(" ", "-"), tampered)
+        done = llcr("ledger", "verify", "--dsn", dsn)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+        assert "ledger BROKEN" in done.stderr, (name, done.stderr)
+
+
+def test_a_missing_store_is_an_error_naming_it_and_is_not_created(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for argv in (("query", "SELECT 1"), ("ledger", "verify"), ("report", "--out", "r.html")):
+        done = llcr(*argv, cwd=elsewhere, LLCR_HOME=str(home))
+        one_line_error(done, 2, f"no llcr store at {home / 'chdb'}", "hint:")
+    assert not home.exists() and list(elsewhere.iterdir()) == []
+    explicit = llcr("query", "--dsn", f"chdb:{tmp_path / 'nope'}", "SELECT 1")
+    one_line_error(explicit, 2, f"no llcr store at {tmp_path / 'nope'}")
+    assert not (tmp_path / "nope").exists()
+
+
+def test_no_broker_and_no_gpu_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    done = llcr("ledger", "verify", "--from", "topic", LLCR_KAFKA__BOOTSTRAP_SERVERS=nobody)
+    one_line_error(done, 2, f"cannot reach a Kafka broker at {nobody}", "hint:")
+    # no NVML on this machine: the default source is NVML, and nothing is simulated
+    gpu = llcr("agent", "gpu", "--zone", "DE", "--site", "s1", "--duration", "2", cwd=tmp_path)
+    one_line_error(gpu, 2, "no NVIDIA GPU readable through NVML", "--source sim")
+    unknown = llcr("agent", "gpu", "--zone", "Narnia", "--site", "s1", "--once")
+    one_line_error(unknown, 2, "'Narnia' is not a known grid zone")
