@@ -48,5 +48,5 @@ typecheck: install-dev ## mypy --strict on schemas, agents, streams
 
 check: lint typecheck test ## Everything CI runs
 
-clean: ## Remove the venv, caches and local pipeline data
+clean: ## Remove the venv and caches (runs of `up` stay in $LLCR_HOME, ~/.local/share/llcr)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .llcr-data *.egg-info

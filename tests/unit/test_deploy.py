@@ -203,3 +203,18 @@ def test_compose_file_follows_the_compose_specification() -> None:
     # and the schema is strict enough to catch a typo
     broken = {**compose, "services": {"sink": {**compose["services"]["sink"], "comand": "x"}}}
     assert any("comand" in e.message for e in validator.iter_errors(broken))
+
+
+def test_the_image_installs_the_built_wheel_not_the_source_tree() -> None:
+    """No Docker engine here: the Dockerfile is read. Its last stage must install the wheel
+    the first stage built (what users install), never an editable or source-tree install."""
+    text = (ROOT / "infra/docker/Dockerfile").read_text()
+    stages = text.split("\nFROM ")
+    assert len(stages) == 2, "a wheel-building stage and the runtime stage"
+    build, runtime = stages
+    assert "pip wheel" in build and "--no-deps" in build
+    assert "COPY --from=wheel /dist /dist" in runtime
+    assert '"$(ls /dist/llcr-*.whl)[agent,streams,report]"' in runtime
+    assert "COPY schemas" not in runtime and "COPY streams" not in runtime
+    assert " -e " not in text and "pip install ." not in text
+    assert "ENV LLCR_HOME=/var/lib/llcr" in runtime
