@@ -209,7 +209,7 @@ def test_the_image_installs_the_built_wheel_not_the_source_tree() -> None:
     """No Docker engine here: the Dockerfile is read. Its last stage must install the wheel
     the first stage built (what users install), never an editable or source-tree install."""
     text = (ROOT / "infra/docker/Dockerfile").read_text()
-    stages = text.split("\nFROM ")
+    stages = text.split("\nFROM ")[1:]  # [0] is the header comment
     assert len(stages) == 2, "a wheel-building stage and the runtime stage"
     build, runtime = stages
     assert "pip wheel" in build and "--no-deps" in build
