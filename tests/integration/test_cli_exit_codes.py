@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from streams.embedded.broker import free_port
-from streams.removal.ledger import Chain, entry_hash
+from streams.removal.ledger import entry_hash
 from streams.settings import ClickHouseSettings
 from streams.sink.rows import TABLES
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
+from tests.unit.test_removal_core import chain_of
 
 LLCR = str(Path(sys.executable).parent / "llcr")
 
@@ -40,24 +41,6 @@ def one_line_error(done: subprocess.CompletedProcess[str], code: int, *needles: 
         assert needle in lines[0], done.stderr
 
 
-def _entries(n: int) -> list[dict[str, Any]]:
-    chain = Chain()
-    return [
-        dict(
-            chain.append(
-                "capture_delivery",
-                "tenant:a",
-                float(i),
-                f"r{i}",
-                hour_start_ms=None,
-                payload={"i": i},
-                recorded_at_ms=1_700_000_000_000 + i,
-            )
-        )
-        for i in range(n)
-    ]
-
-
 def _store_with_ledger(directory: Path, entries: list[dict[str, Any]]) -> str:
     settings = ClickHouseSettings(dsn=f"chdb:{directory}")
     client = connect(settings)
@@ -72,7 +55,7 @@ def _store_with_ledger(directory: Path, entries: list[dict[str, Any]]) -> str:
 
 
 def test_ledger_verify_exits_1_on_every_kind_of_tamper(tmp_path: Path) -> None:
-    entries = _entries(6)
+    entries = chain_of(6)
     intact = _store_with_ledger(tmp_path / "intact", entries)
     done = llcr("ledger", "verify", "--dsn", intact)
     assert done.returncode == 0 and "ledger OK: 6 entries" in done.stdout, done.stderr
@@ -81,7 +64,7 @@ def test_ledger_verify_exits_1_on_every_kind_of_tamper(tmp_path: Path) -> None:
     edited[3]["quantity_g"] = 1000.0
     forked = dict(entries[4], quantity_g=7.0)
     forked["hash"] = entry_hash(forked)
-    second_run = _entries(2)  # another chain (a second `up` on one store, a new topic)
+    second_run = chain_of(2)  # another chain (a second `up` on one store, a new topic)
     cases = {
         "edited": edited,
         "fork": [*entries, forked],
