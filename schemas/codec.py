@@ -188,6 +188,8 @@ class Codec:
 
     def decode(self, name: SchemaName, data: bytes) -> dict[str, Any]:
         """Decode a framed message expected to carry schema ``name``."""
+        if not data:  # a tombstone (null value) or an empty message
+            raise CodecError("corrupt", "empty message: a null value (tombstone) or no bytes")
         key, offset = self._framing.split(data)
         writer = self._writers.get(key)
         if writer is None:

@@ -150,3 +150,5 @@ def json_body(body: bytes) -> Any:
         return json.loads(body) if body else None
     except ValueError as exc:
         raise ValueError(f"body is not JSON: {exc}") from None
+    except RecursionError:  # 100,000 nested '[': refused, not a 500
+        raise ValueError("body is not JSON this service reads: nested too deeply") from None

@@ -54,6 +54,12 @@ class WorkerSettings(LlcrSettings):
         default_factory=list, description="Known grid zones; empty: any zone is accepted."
     )
     average_variant: Literal["direct", "lifecycle"] = "lifecycle"
+    max_intensity_g_per_kwh: float = Field(
+        default=2000.0, gt=0, description="Intensity above this is dead-lettered, never priced."
+    )
+    max_intensity_period_h: float = Field(
+        default=24.0, gt=0, description="Longest intensity period accepted."
+    )
     accept_sources: list[SampleSourceName] = Field(
         default_factory=lambda: list(_REAL_SOURCES),
         description="Sample sources priced; others are dead-lettered (sim only for demos).",

@@ -66,6 +66,36 @@ class UnalignedPeriodError(ValueError):
     """An intensity period that does not start and end on 5-minute boundaries."""
 
 
+class AbsurdIntensityError(ValueError):
+    """An intensity value no grid can have, or a period longer than any provider's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_event(event: GridIntensityEvent, ceiling_g_per_kwh: float, max_period_ms: int) -> None:
+    """Refuse what physics rules out before it can price anything: a value that is not
+    finite, negative or above the ceiling, or a period longer than ``max_period_ms``
+    (which would otherwise make the worker write a bin per 5 minutes of it)."""
+    value = event["intensity_g_per_kwh"]
+    if not math.isfinite(value):
+        raise AbsurdIntensityError("intensity_not_finite", f"intensity {value} g/kWh")
+    if value < 0:
+        raise AbsurdIntensityError("intensity_negative", f"intensity {value} g/kWh")
+    if value > ceiling_g_per_kwh:
+        raise AbsurdIntensityError(
+            "intensity_above_ceiling",
+            f"intensity {value} g/kWh is above the ceiling of {ceiling_g_per_kwh} g/kWh",
+        )
+    length = event["period_end_ms"] - event["period_start_ms"]
+    if length > max_period_ms:
+        raise AbsurdIntensityError(
+            "period_too_long",
+            f"a period of {length / 3.6e6:.1f} h (at most {max_period_ms / 3.6e6:.0f} h)",
+        )
+
+
 BookKey = tuple[str, str, str, int]  # zone, signal, variant, hour start
 SIGNAL_VARIANTS: tuple[tuple[Signal, Variant], ...] = (
     ("average", "direct"),

@@ -40,7 +40,17 @@ from schemas.codec import make_codec
 from schemas.errors import CodecError
 from schemas.records import DeadLetter, GpuSampleBatch, GridIntensityEvent
 from schemas.topics import spec
-from streams.matching.core import BINS, BookKey, Factors, Price, UnalignedPeriodError, merge_event
+from streams.matching.core import (
+    BINS,
+    HOUR_MS,
+    AbsurdIntensityError,
+    BookKey,
+    Factors,
+    Price,
+    UnalignedPeriodError,
+    check_event,
+    merge_event,
+)
 from streams.matching.lifecycle import (
     HostState,
     HourSlice,
@@ -283,7 +293,7 @@ class Matching:
             "reason_code": code,
             "reason": reason,
             "key": event.key,
-            "value": value,
+            "value": value or b"",  # a tombstone has no bytes
             "failed_at_ms": int(self.clock() * 1000),
         }
         encoded = self.codec.encode("dead_letter", letter)
@@ -363,7 +373,15 @@ class Matching:
                     await self.dead(f"unknown_zone: {record['zone']}", event.value, event)
                     continue
                 try:
+                    check_event(
+                        record,
+                        self.settings.max_intensity_g_per_kwh,
+                        int(self.settings.max_intensity_period_h * HOUR_MS),
+                    )
                     changed = merge_event(self.book.get, record)
+                except AbsurdIntensityError as exc:
+                    await self.dead(f"{exc.code}: {exc}", event.value, event)
+                    continue
                 except UnalignedPeriodError as exc:
                     await self.dead(f"unaligned_period: {exc}", event.value, event)
                     continue

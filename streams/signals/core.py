@@ -282,6 +282,16 @@ class Weights:
     carbon_ref_g_per_kwh: float = 400.0
     slo_ms: float | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("latency", "carbon", "latency_ref_ms", "carbon_ref_g_per_kwh"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"weights.{name} must be a finite number, not {value!r}")
+        if self.latency < 0 or self.carbon < 0:
+            raise ValueError("weights must not be negative")
+        if self.latency_ref_ms <= 0 or self.carbon_ref_g_per_kwh <= 0:
+            raise ValueError("latency_ref_ms and carbon_ref_g_per_kwh must be above 0")
+
 
 @dataclass(frozen=True)
 class Ranked:

@@ -35,6 +35,7 @@ from streams.matching.lifecycle import HostState, ingest, slice_of
 from streams.matching.run import changelog_specs
 from streams.matching.worker import slice_key
 from streams.settings import WorkerSettings
+from tests.examples import EXAMPLES
 from tests.kafka_read import read_topic
 from tests.reference_matching import reference
 
@@ -85,7 +86,9 @@ def trace(
     return out
 
 
-def produce(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+def produce(
+    kafka: KafkaSettings, topic: str, messages: list[tuple[bytes | None, bytes | None]]
+) -> None:
     producer = Producer({**kafka.librdkafka(), "partitioner": "murmur2_random", "linger.ms": "20"})
     for key, value in messages:
         producer.produce(topic, value=value, key=key)
@@ -93,20 +96,24 @@ def produce(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes | None,
     assert producer.flush(30) == 0
 
 
-def intensity(kafka: KafkaSettings, tmp_path: Path, hours: int) -> list[GridIntensityEvent]:
-    """The first ``hours`` of the shipped DE 2023 file, imported by the grid feeder."""
+def intensity(
+    kafka: KafkaSettings, tmp_path: Path, hours: int, already: int = 0
+) -> list[GridIntensityEvent]:
+    """The first ``hours`` of the shipped DE 2023 file, imported by the grid feeder
+    (``already``: events put on the topic before, left out of what is returned)."""
     lines = (ROOT / "agents/data/grid/DE_2023_hourly.csv").read_text(encoding="utf-8").splitlines()
     path = tmp_path / "DE_2023_hourly.csv"
     path.write_text("\n".join(lines[: hours + 1]) + "\n", encoding="utf-8")
     settings = GridFeederSettings(kafka=kafka, state_dir=tmp_path / "grid")
     assert import_files(settings, [path], speed=0, stop=threading.Event()).events == 2 * hours
-    return read_topic(
+    read = read_topic(
         kafka.bootstrap_servers,
         kafka.topics.name("intensity"),
         "grid_intensity",
-        2 * hours,
+        2 * hours + already,
         partitions=spec("intensity").partitions,
-    )  # type: ignore[return-value]
+    )
+    return [e for e in read if not e["event_id"].startswith("absurd:")]  # type: ignore[misc]
 
 
 @contextmanager
@@ -260,27 +267,50 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
             b"host-0",
             codec.encode("gpu_sample_batch", {**batches[1][2], "source": "sim", "batch_id": "s"}),
         ),
+        (b"host-0", None),  # a tombstone
     ]
+    # absurd intensity with a revision that would win over every real value: refused
+    absurd: list[tuple[bytes | None, bytes | None]] = []
+    for variant in ("direct", "lifecycle"):
+        for change in (
+            {"intensity_g_per_kwh": float("nan")},
+            {"intensity_g_per_kwh": -500.0},
+            {"intensity_g_per_kwh": 1e6},
+            {"intensity_g_per_kwh": 300.0, "period_start_ms": 0},  # from 1970 on
+        ):
+            event = {
+                **EXAMPLES["grid_intensity"],
+                "zone": "DE",
+                "variant": variant,
+                "revision": 99,
+                "event_id": f"absurd:{variant}:{change}",
+                "period_start_ms": T0,
+                "period_end_ms": T0 + 3_600_000,
+                **change,
+            }
+            absurd.append((b"DE", codec.encode("grid_intensity", event)))
     produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in shuffled] + bad)
     with worker(kafka, tmp_path, LLCR_ACCEPT_SOURCES='["nvml","replay"]'):
         unpriced = latest(kafka, topics, len(reference(samples_of(batches), [])))
         assert all(r["average"] is None for r in unpriced.values())  # no intensity yet
-        events = intensity(kafka, tmp_path, hours=8)  # hours after the samples
+        produce(kafka, topics.name("intensity"), absurd)
+        events = intensity(kafka, tmp_path, hours=8, already=len(absurd))
         records = latest(kafka, topics, len(unpriced))
+    assert len(events) == 16
     assert_equal_to_reference(records, batches, events)
     assert all(r["status"] == "revised" and r["revision"] >= 1 for r in records.values())
     letters = read_topic(
         kafka.bootstrap_servers,
         topics.name("dead_letters"),
         "dead_letter",
-        3,
+        12,
         partitions=spec("dead_letters").partitions,
     )
-    assert sorted(d["reason_code"] for d in letters) == [
-        "corrupt",
-        "source_not_accepted",
-        "unknown_zone",
-    ]
+    assert sorted(d["reason_code"] for d in letters) == sorted(
+        ["corrupt", "corrupt", "source_not_accepted", "unknown_zone"]
+        + 2 * ["intensity_not_finite", "intensity_negative", "intensity_above_ceiling"]
+        + 2 * ["period_too_long"]
+    )
     assert {d["component"] for d in letters} == {"worker.matching"}
 
 

@@ -133,6 +133,15 @@ def test_routing_ranks_logs_the_decision_and_refuses_bad_requests(
     assert unknown.status_code == 422 and "XX" in unknown.json()["error"]
     assert api.post("/v1/route", content=b"{not json").status_code == 400
     assert api.get("/v1/nothing").status_code == 404
+    # hostile requests get a 4xx, never a 500 (issue 23)
+    zero_ref = {**request, "weights": {"latency_ref_ms": 0}}
+    refused = api.post("/v1/route", json=zero_ref)
+    assert refused.status_code == 422 and "latency_ref_ms" in refused.json()["error"]
+    not_finite = api.post("/v1/route", content=b'{"candidates": [], "weights": {"carbon": NaN}}')
+    assert not_finite.status_code == 422
+    nested = api.post("/v1/route", content=b"[" * 100_000)
+    assert nested.status_code == 400 and "nested" in nested.json()["error"]
+    assert api.post("/v1/route", json=request).status_code == 200  # still serving
 
 
 def test_follow_the_sun_answers_what_brute_force_finds(api: httpx.Client) -> None:

@@ -174,3 +174,10 @@ def test_sample_batches_round_trip_exactly(samples: list[dict[str, Any]]) -> Non
     decoded = codec.decode("gpu_sample_batch", codec.encode("gpu_sample_batch", batch))
     expected = [{**s, "mig_instance": None, "flags": []} for s in samples]
     assert decoded["samples"] == expected
+
+
+@pytest.mark.parametrize("empty", [None, b""])
+def test_a_tombstone_or_empty_message_is_corrupt_not_a_crash(empty: Any) -> None:
+    with pytest.raises(CodecError) as err:
+        codec.decode("gpu_sample_batch", empty)
+    assert err.value.reason == "corrupt" and "tombstone" in str(err.value)

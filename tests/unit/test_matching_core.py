@@ -20,7 +20,10 @@ from streams.matching.core import (
     apply_sample,
     emission_record,
 )
+from tests.examples import EXAMPLES
 from tests.reference_matching import reference
+
+NAN, INF = float("nan"), float("inf")
 
 T0 = 1_672_531_200_000  # 2023-01-01T00:00Z
 
@@ -260,3 +263,21 @@ def test_streaming_core_equals_the_reference_in_any_order(
 
 def test_bins_are_five_minutes() -> None:
     assert HOUR_MS // BIN_MS == 12
+
+
+def test_absurd_intensity_and_endless_periods_are_refused_before_pricing() -> None:
+    from streams.matching.core import AbsurdIntensityError, check_event
+
+    good: GridIntensityEvent = {**EXAMPLES["grid_intensity"]}  # type: ignore[typeddict-item]
+    check_event(good, 2000.0, 24 * HOUR_MS)
+    cases = {
+        "intensity_not_finite": [{"intensity_g_per_kwh": v} for v in (NAN, INF, -INF)],
+        "intensity_negative": [{"intensity_g_per_kwh": -500.0}],
+        "intensity_above_ceiling": [{"intensity_g_per_kwh": 1e6}],
+        "period_too_long": [{"period_start_ms": 0}],  # from 1970: 5.6 M bins otherwise
+    }
+    for code, changes in cases.items():
+        for change in changes:
+            with pytest.raises(AbsurdIntensityError) as err:
+                check_event({**good, **change}, 2000.0, 24 * HOUR_MS)  # type: ignore[typeddict-item]
+            assert err.value.code == code, change

@@ -169,3 +169,18 @@ def test_routing_ranks_by_the_documented_score_within_the_slo() -> None:
         rank([Candidate("n", "XX", 1)], intensity, weights)
     with pytest.raises(SignalInputError, match="SLO"):
         rank([Candidate("n", "NO", 500)], intensity, weights)
+
+
+def test_weights_refuse_zero_references_and_non_finite_values() -> None:
+    from streams.signals.core import Weights
+
+    for bad in (
+        {"latency_ref_ms": 0.0},
+        {"carbon_ref_g_per_kwh": -1.0},
+        {"latency": float("nan")},
+        {"carbon": float("inf")},
+        {"latency": -0.5},
+        {"carbon": "x"},
+    ):
+        with pytest.raises(ValueError):
+            Weights(**bad)  # type: ignore[arg-type]
