@@ -71,6 +71,11 @@ EXTRA_OF_MODULE: dict[str, str] = {
 }
 
 
+def extra_for(missing: str | None) -> str | None:
+    """The llcr extra that installs the missing module ``missing`` (None: not ours)."""
+    return EXTRA_OF_MODULE.get((missing or "").split(".")[0])
+
+
 class MissingExtra(click.ClickException):
     """A subcommand's extra is not installed: one line and exit 2."""
 
@@ -82,7 +87,9 @@ def _load(name: str) -> click.Command:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = "agent" if module_name.startswith("agents") else "streams,embedded"
+        extra = extra_for(exc.name) or (
+            "agent" if module_name.startswith("agents") else "streams,embedded"
+        )
         raise MissingExtra(
             f"`llcr {name}` needs more of llcr installed ({exc.name} is missing); "
             f"hint: pip install 'llcr[{extra}]'"
@@ -196,12 +203,11 @@ def main() -> None:
         click.echo(f"llcr: error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
     except ModuleNotFoundError as exc:  # a command reached code of an extra not installed
-        top = (exc.name or "").split(".")[0]
-        extra = EXTRA_OF_MODULE.get(top)
+        extra = extra_for(exc.name)
         if extra is None:
             raise
         click.echo(
-            f"llcr: error: this command needs {top}, which is not installed; "
+            f"llcr: error: this command needs {exc.name}, which is not installed; "
             f"hint: pip install 'llcr[{extra}]'",
             err=True,
         )
