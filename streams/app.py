@@ -29,6 +29,9 @@ def create_app(settings: WorkerSettings, **overrides: Any) -> Any:
         "topic_replication_factor": 1,
         "topic_allow_declare": False,
         "web_enabled": False,
+        # the bounds in schemas/bounds.py keep every record and slice under this
+        "producer_max_request_size": settings.producer_max_request_bytes,
+        "consumer_max_fetch_size": settings.producer_max_request_bytes,
         "env": {},
     }
     options.update(overrides)

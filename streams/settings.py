@@ -60,6 +60,28 @@ class WorkerSettings(LlcrSettings):
     max_intensity_period_h: float = Field(
         default=24.0, gt=0, description="Longest intensity period accepted."
     )
+    max_sample_interval_s: float = Field(
+        default=3600.0, gt=0, le=24 * 3600, description="Longest sample interval accepted."
+    )
+    device_power_w: dict[str, float] = Field(
+        default_factory=dict,
+        description="Most board power by model name part, W (adds to and overrides the "
+        "built-in table in schemas/bounds.py); samples above 2x it are dead-lettered.",
+    )
+    default_device_power_w: float = Field(
+        default=1000.0, gt=0, description="Most board power of a model not in the table, W."
+    )
+    sim_start: str | None = Field(
+        default=None, description="The simulated clock `up` runs on (sample time checks)."
+    )
+    sim_speed: float = Field(default=1.0, gt=0)
+    sim_anchor_ms: int | None = None
+    producer_max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest record or state slice the worker sends (what its bounds keep "
+        "every slice under).",
+    )
     accept_sources: list[SampleSourceName] = Field(
         default_factory=lambda: list(_REAL_SOURCES),
         description="Sample sources priced; others are dead-lettered (sim only for demos).",

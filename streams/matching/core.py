@@ -26,6 +26,7 @@ straddles two was stored and the other was not.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import math
 from collections.abc import Callable, Mapping
@@ -176,11 +177,35 @@ class IntensityBook:
 
 @dataclass
 class SeqSet:
-    """Applied sequence numbers: the run ``[lo, upto)``, plus ``extra`` outside it."""
+    """Applied sequence numbers: the run ``[lo, upto)``, plus ``extra`` outside it; and the
+    time those samples covered in the hour, as merged ``[a, b)`` spans, so a sample that
+    overlaps one applied before under another number is refused, not counted twice."""
 
     upto: int = 0
     extra: set[int] = field(default_factory=set)
     lo: int = 0
+    spans: list[tuple[int, int]] = field(default_factory=list)
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update({"spans": [], **state})  # slices stored before spans existed
+
+    def overlaps(self, a: int, b: int) -> bool:
+        """Whether [a, b) shares time with a span already covered."""
+        i = bisect.bisect_left(self.spans, b, key=_span_start)  # spans starting before b
+        return i > 0 and self.spans[i - 1][1] > a
+
+    def cover(self, a: int, b: int) -> None:
+        spans = self.spans
+        i = bisect.bisect_left(spans, a, key=_span_start)
+        if i > 0 and spans[i - 1][1] >= a:  # touches the one before: merge into it
+            i -= 1
+            a = spans[i][0]
+            b = max(b, spans[i][1])
+        j = i
+        while j < len(spans) and spans[j][0] <= b:
+            b = max(b, spans[j][1])
+            j += 1
+        spans[i:j] = [(a, b)]
 
     def __contains__(self, seq: int) -> bool:
         return self.lo <= seq < self.upto or seq in self.extra
@@ -201,6 +226,22 @@ class SeqSet:
         while self.lo - 1 in self.extra:
             self.extra.discard(self.lo - 1)
             self.lo -= 1
+
+
+def _span_start(span: tuple[int, int]) -> int:
+    return span[0]
+
+
+def overlap_of(state: GpuState, sample: GpuSample) -> int | None:
+    """The first hour in which ``sample`` overlaps time that samples with other sequence
+    numbers already covered (None: it does not; a re-delivery of an applied sample is a
+    duplicate, not an overlap)."""
+    seq = sample["seq"]
+    for hour, a, b in split_hours(sample["start_ms"], sample["end_ms"]):
+        applied = state.applied.get(hour)
+        if applied is not None and seq not in applied and applied.overlaps(a, b):
+            return hour
+    return None
 
 
 class HourKey(NamedTuple):
@@ -281,6 +322,7 @@ def apply_sample(state: GpuState, sample: GpuSample) -> bool:
             applied = state.applied[hour] = SeqSet()
         if seq not in applied:
             applied.add(seq)
+            applied.cover(pieces[i][1], pieces[i][2])
             fresh.append(i)
     if not fresh:
         return False

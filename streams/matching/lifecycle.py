@@ -19,11 +19,11 @@ A host's state holds its GPUs (``core.GpuState``) and what was emitted for each
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from schemas.bounds import Bounds, sample_problem
 from schemas.records import EmissionHour, GpuSample, LiveEmission
 from streams.matching.core import (
     HOUR_MS,
@@ -37,6 +37,8 @@ from streams.matching.core import (
     emission_record,
     fingerprint,
     intensity_version,
+    overlap_of,
+    split_hours,
 )
 
 
@@ -48,7 +50,7 @@ class Policy:
     retention_ms: int = 72 * HOUR_MS
     future_ms: int = 10 * 60_000
     max_age_ms: int | None = None  # refuse samples older than this (None: any age)
-    absurd_factor: float = 2.0
+    bounds: Bounds = field(default_factory=Bounds)
 
 
 @dataclass
@@ -179,26 +181,46 @@ def check_sample(
     keeps it up to date instead of recomputing it per sample). Checks run in order; only a
     failed one builds its message.
     """
-    reason = _value_problem(sample, policy)
+    problem = sample_problem(sample, policy.bounds)
+    if problem is not None:
+        return problem.reason()
+    watermark = state.watermark_ms if watermark_ms is None and state.gpus else watermark_ms
+    reason = _time_problem(sample, bool(state.gpus), watermark or 0, now_ms, policy)
     if reason is None:
-        watermark = state.watermark_ms if watermark_ms is None and state.gpus else watermark_ms
-        reason = _time_problem(sample, bool(state.gpus), watermark or 0, now_ms, policy)
+        reason = _state_problem(sample, state, policy.bounds)
     return reason
 
 
-def _value_problem(sample: GpuSample, policy: Policy) -> str | None:
-    start, end, energy = sample["start_ms"], sample["end_ms"], sample["energy_mj"]
-    if end <= start:
-        return f"empty_interval: end {end} is not after start {start}"
-    jobs = sample["jobs"]
-    if energy < 0 or any(j["energy_mj"] < 0 for j in jobs):
-        return f"negative_energy: {energy} mJ"
-    if sum(j["energy_mj"] for j in jobs) != energy:
-        return "inconsistent_jobs: job shares do not sum to the sample's energy"
-    watts = energy / (end - start)
-    limit = sample["power_limit_w"]
-    if not math.isfinite(watts) or (limit > 0 and watts > policy.absurd_factor * limit):
-        return f"absurd_power: {watts:.0f} W against a {limit:.0f} W limit"
+def _state_problem(sample: GpuSample, state: HostState, bounds: Bounds) -> str | None:
+    """Overlap with applied samples, and what the sample would add to the host's state
+    beyond its bounds (so no slice can outgrow a produce request)."""
+    uuid = sample["gpu_uuid"]
+    gpu = state.gpus.get(uuid)
+    if gpu is None:
+        if len(state.gpus) >= bounds.max_gpus_per_host:
+            return f"too_many_gpus: the host has {len(state.gpus)} GPUs already"
+        return None
+    hour = overlap_of(gpu, sample)
+    if hour is not None:
+        return (
+            f"overlapping_sample: seq {sample['seq']} covers time in the hour at {hour} "
+            "that samples with other sequence numbers already covered"
+        )
+    for hour, _, _ in split_hours(sample["start_ms"], sample["end_ms"]):
+        applied = gpu.applied.get(hour)
+        if applied is None:
+            continue
+        if max(len(applied.spans), len(applied.extra)) >= bounds.max_fragments_per_gpu_hour:
+            return f"too_fragmented: the GPU's hour at {hour} holds too many disjoint samples"
+        keys = state.keys_by_hour.get(hour, {}).get(uuid, {})
+        new = {(j["job_id"], j["tenant"]) for j in sample["jobs"]} - {
+            (k.job_id, k.tenant) for k in keys
+        }
+        if len(keys) + len(new) > bounds.max_jobs_per_gpu_hour:
+            return (
+                f"too_many_jobs_in_hour: the GPU's hour at {hour} would hold "
+                f"{len(keys) + len(new)} jobs (at most {bounds.max_jobs_per_gpu_hour})"
+            )
     return None
 
 

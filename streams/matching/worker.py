@@ -36,6 +36,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from schemas.bounds import (
+    DEVICE_POWER_W,
+    Bounds,
+    BoundsError,
+    bounded_letter_fields,
+    check_batch_header,
+    check_event_fields,
+)
+from schemas.clock import clock_ms
 from schemas.codec import make_codec
 from schemas.errors import CodecError
 from schemas.records import DeadLetter, GpuSampleBatch, GridIntensityEvent
@@ -197,10 +206,19 @@ def factors_of(settings: WorkerSettings) -> Factors:
     )
 
 
+def bounds_of(settings: WorkerSettings) -> Bounds:
+    return Bounds(
+        max_interval_ms=int(settings.max_sample_interval_s * 1000),
+        default_power_w=settings.default_device_power_w,
+        device_power_w={**DEVICE_POWER_W, **settings.device_power_w},
+    )
+
+
 def policy_of(settings: WorkerSettings) -> Policy:
     hour_ms = 3_600_000
     max_age = settings.max_sample_age_h
     return Policy(
+        bounds=bounds_of(settings),
         grace_ms=int(settings.grace_s * 1000),
         max_wait_ms=int(settings.max_wait_s * 1000),
         live_every_ms=int(settings.live_every_s * 1000),
@@ -218,6 +236,14 @@ class Matching:
         self.app = app
         self.settings = settings
         self.clock = clock
+        # sample time checks (future, too old) read the clock the samples were made on:
+        # the simulated one under `up`, the wall clock otherwise
+        if settings.sim_start is not None:
+            self.event_clock_ms = clock_ms(
+                settings.sim_start, settings.sim_speed, settings.sim_anchor_ms
+            )
+        else:
+            self.event_clock_ms = lambda: int(self.clock() * 1000)
         self.codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
         self.stats = MatchingStats()
         self.factors = factors_of(settings)
@@ -283,7 +309,8 @@ class Matching:
         code = reason.split(":", 1)[0]
         self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
         where = f"{message.topic}:{message.partition}:{message.offset}"
-        logger.warning("dead letter [%s] from %s: %s", code, where, reason)
+        reason, key, value = bounded_letter_fields(reason, event.key, value)
+        logger.warning("dead letter [%s] from %s: %s", code, where, reason[:500])
         letter: DeadLetter = {
             "dead_letter_id": where + suffix,
             "component": "worker.matching",
@@ -292,8 +319,8 @@ class Matching:
             "source_offset": message.offset,
             "reason_code": code,
             "reason": reason,
-            "key": event.key,
-            "value": value or b"",  # a tombstone has no bytes
+            "key": key,
+            "value": value,  # a tombstone has no bytes: b""
             "failed_at_ms": int(self.clock() * 1000),
         }
         encoded = self.codec.encode("dead_letter", letter)
@@ -369,6 +396,11 @@ class Matching:
                 except CodecError as exc:
                     await self.dead(f"{exc.reason}: {exc}", event.value, event)
                     continue
+                try:
+                    check_event_fields(record, self.policy.bounds)
+                except BoundsError as exc:
+                    await self.dead(exc.reason(), event.value, event)
+                    continue
                 if self.zones and record["zone"] not in self.zones:
                     await self.dead(f"unknown_zone: {record['zone']}", event.value, event)
                     continue
@@ -404,9 +436,10 @@ class Matching:
                 states = self.host_states()
                 touched: dict[bytes, HostState] = {}
                 now_ms = int(self.clock() * 1000)
+                sample_now_ms = self.event_clock_ms()
                 for event in events:
                     self._offsets.saw(event.message.partition, event.message.offset)
-                    await self._take_batch(event, states, touched, now_ms)
+                    await self._take_batch(event, states, touched, now_ms, sample_now_ms)
                 # the changed hours' slices, once per batch, on the broker before the batch
                 # is acked
                 await self.persist(
@@ -446,11 +479,17 @@ class Matching:
         states: dict[bytes, HostState],
         touched: dict[bytes, HostState],
         now_ms: int,
+        sample_now_ms: int,
     ) -> None:
         try:
             batch = cast(GpuSampleBatch, self.codec.decode("gpu_sample_batch", event.value))
         except CodecError as exc:
             await self.dead(f"{exc.reason}: {exc}", event.value, event)
+            return
+        try:
+            check_batch_header(batch, self.policy.bounds)
+        except BoundsError as exc:
+            await self.dead(exc.reason(), event.value, event)
             return
         if self.zones and batch["zone"] not in self.zones:
             await self.dead(f"unknown_zone: {batch['zone']}", event.value, event)
@@ -473,7 +512,7 @@ class Matching:
         self.stats.batches += 1
         watermark = state.watermark_ms  # kept up to date here, not recomputed per sample
         for sample in batch["samples"]:
-            reason = check_sample(sample, state, now_ms, self.policy, watermark)
+            reason = check_sample(sample, state, sample_now_ms, self.policy, watermark)
             if reason is not None:
                 suffix = f":{sample['gpu_uuid']}:{sample['seq']}"
                 await self.dead(reason, sample_json(sample), event, suffix)
