@@ -5,6 +5,13 @@ The producer is created lazily (the agent starts without a broker), keeps at mos
 contiguous prefix of acknowledged records. A failed delivery rewinds to the cursor once
 nothing is in flight; records sent twice that way are harmless downstream (per-GPU
 sequence numbers).
+
+A producer that failed is never trusted again: every rewind sends from a **new** producer
+(a new producer id, fresh idempotence sequences). An idempotent producer that timed out
+records during a broker stall keeps sequence state the broker no longer agrees with, and
+after a stall of a minute on Tansu every later send of the old producer failed with
+``PRODUCER_FENCED``, for good, while the spool grew (issue 23). A non-retriable or fatal
+error replaces the producer at once, without waiting for the rest of its callbacks.
 """
 
 from __future__ import annotations
@@ -15,11 +22,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from agents.spool import Spool
 
 logger = logging.getLogger(__name__)
+
+# errors after which this producer id will never be accepted again
+_FENCED = {
+    getattr(KafkaError, name)
+    for name in (
+        "PRODUCER_FENCED",
+        "INVALID_PRODUCER_EPOCH",
+        "UNKNOWN_PRODUCER_ID",
+        "OUT_OF_ORDER_SEQUENCE_NUMBER",
+        "_FENCED",
+    )
+    if hasattr(KafkaError, name)
+}
 
 
 @dataclass
@@ -28,6 +48,7 @@ class PublisherStats:
     delivery_errors: int = 0
     bytes_delivered: int = 0
     spooled_at_stop: int = 0  # records left in the spool at stop (sent at next start)
+    producers_replaced: int = 0
 
 
 class Publisher:
@@ -50,6 +71,7 @@ class Publisher:
         self._acked: set[int] = set()
         self._in_flight = 0
         self._failed_at: float | None = None
+        self._discarded: list[Any] = []
         self.stats = PublisherStats()
 
     def submit(self, key: bytes, value: bytes) -> None:
@@ -62,6 +84,7 @@ class Publisher:
 
     def pump(self, timeout_s: float = 0.0) -> None:
         """Send what is spooled, serve delivery callbacks, advance the cursor."""
+        self._release_discarded()
         if self._producer is None:
             self._producer = self._factory()
         self._rewind_if_failed()
@@ -77,15 +100,33 @@ class Publisher:
         self._advance()
 
     def _replace_producer(self, exc: Exception) -> None:
-        """A fatal producer error (e.g. a broker that lost our producer id after a restart):
-        drop the producer, forget what it had in flight, resend from the cursor."""
+        """A fatal or non-retriable producer error (a broker that lost or fenced our
+        producer id): drop the producer, forget what it had in flight, resend from the
+        cursor with a new one."""
         logger.warning(
-            "producer failed fatally (%s); starting a new one, resending from the spool", exc
+            "producer failed for good (%s); starting a new one, resending from the spool", exc
         )
-        self._producer = None
-        self._generation += 1
-        self._in_flight = 0
+        self._drop_producer()
         self._failed_at = time.monotonic()
+
+    def _drop_producer(self) -> None:
+        """Forget the producer; it is purged and released by the next pump, outside any
+        of its own callbacks (librdkafka must not be re-entered from one)."""
+        if self._producer is not None:
+            self._discarded.append(self._producer)
+            self.stats.producers_replaced += 1
+        self._producer = None
+        self._generation += 1  # its callbacks, if any come, are ignored
+        self._in_flight = 0
+
+    def _release_discarded(self) -> None:
+        while self._discarded:
+            old = self._discarded.pop()
+            try:
+                old.purge()
+                old.flush(0)
+            except Exception as exc:  # it is being thrown away: nothing more to do
+                logger.debug("purging a discarded producer: %s", exc)
 
     def flush(self, timeout_s: float) -> bool:
         """Pump until everything spooled is acknowledged or the time is up."""
@@ -122,7 +163,7 @@ class Publisher:
         if self._failed_at is None:
             logger.warning("delivery failed (%s); records stay spooled and will be resent", err)
             self._failed_at = time.monotonic()
-        if err.fatal():
+        if err.fatal() or not err.retriable() or err.code() in _FENCED:
             self._replace_producer(KafkaException(err))
 
     def _rewind_if_failed(self) -> None:
@@ -133,8 +174,9 @@ class Publisher:
         self._failed_at = None
         self._next = self._spool.cursor
         self._acked = {i for i in self._acked if i >= self._next}
-        if self._producer is None:
-            self._producer = self._factory()
+        if self._producer is not None:
+            self._drop_producer()  # a producer that failed is not trusted again
+        self._producer = self._factory()
 
     def _advance(self) -> None:
         cursor = self._spool.cursor

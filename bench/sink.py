@@ -128,7 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = {
             "gpu_samples": [
-                row
+                (*row, 0, i)  # the source partition and offset the sink adds
                 for i in range(25_000)
                 for row in TABLES["samples"].rows(sample_batch(i, args.samples_per_batch))
             ],

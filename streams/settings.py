@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from schemas.bounds import DEVICE_POWER_W, Bounds
 from schemas.paths import data_home, default_dsn
 from schemas.settings import LlcrSettings
 from streams.removal.capture import CaptureUnitConfig
@@ -36,6 +37,30 @@ class ClickHouseSettings(BaseModel):
     query_max_result_rows: int = Field(default=1_000_000, ge=1)
 
 
+class BoundsSettings(BaseModel):
+    """What a physically possible sample is (schemas/bounds.py); the worker and the sink
+    read the same ones (env ``LLCR_BOUNDS__...``)."""
+
+    max_sample_interval_s: float = Field(
+        default=3600.0, gt=0, le=24 * 3600, description="Longest sample interval accepted."
+    )
+    device_power_w: dict[str, float] = Field(
+        default_factory=dict,
+        description="Most board power by model name part, W (adds to and overrides the "
+        "built-in table in schemas/bounds.py); samples above 2x it are dead-lettered.",
+    )
+    default_device_power_w: float = Field(
+        default=1000.0, gt=0, description="Most board power of a model not in the table, W."
+    )
+
+    def to_bounds(self) -> Bounds:
+        return Bounds(
+            max_interval_ms=int(self.max_sample_interval_s * 1000),
+            default_power_w=self.default_device_power_w,
+            device_power_w={**DEVICE_POWER_W, **self.device_power_w},
+        )
+
+
 class WorkerSettings(LlcrSettings):
     """`llcr worker`: the faust matching processors."""
 
@@ -60,17 +85,7 @@ class WorkerSettings(LlcrSettings):
     max_intensity_period_h: float = Field(
         default=24.0, gt=0, description="Longest intensity period accepted."
     )
-    max_sample_interval_s: float = Field(
-        default=3600.0, gt=0, le=24 * 3600, description="Longest sample interval accepted."
-    )
-    device_power_w: dict[str, float] = Field(
-        default_factory=dict,
-        description="Most board power by model name part, W (adds to and overrides the "
-        "built-in table in schemas/bounds.py); samples above 2x it are dead-lettered.",
-    )
-    default_device_power_w: float = Field(
-        default=1000.0, gt=0, description="Most board power of a model not in the table, W."
-    )
+    bounds: BoundsSettings = Field(default_factory=BoundsSettings)
     sim_start: str | None = Field(
         default=None, description="The simulated clock `up` runs on (sample time checks)."
     )
@@ -121,6 +136,7 @@ class SinkSettings(LlcrSettings):
     batch_max_wait_s: float = Field(default=1.0, gt=0)
     poll_max_messages: int = Field(default=1000, ge=1)
     max_backoff_s: float = Field(default=30.0, gt=0, description="Cap of the insert backoff.")
+    bounds: BoundsSettings = Field(default_factory=BoundsSettings)
     session_timeout_s: float = 6.0
     heartbeat_interval_s: float = 1.0
     query_endpoint: bool = Field(

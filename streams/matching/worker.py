@@ -37,8 +37,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from schemas.bounds import (
-    DEVICE_POWER_W,
-    Bounds,
     BoundsError,
     bounded_letter_fields,
     check_batch_header,
@@ -206,19 +204,11 @@ def factors_of(settings: WorkerSettings) -> Factors:
     )
 
 
-def bounds_of(settings: WorkerSettings) -> Bounds:
-    return Bounds(
-        max_interval_ms=int(settings.max_sample_interval_s * 1000),
-        default_power_w=settings.default_device_power_w,
-        device_power_w={**DEVICE_POWER_W, **settings.device_power_w},
-    )
-
-
 def policy_of(settings: WorkerSettings) -> Policy:
     hour_ms = 3_600_000
     max_age = settings.max_sample_age_h
     return Policy(
-        bounds=bounds_of(settings),
+        bounds=settings.bounds.to_bounds(),
         grace_ms=int(settings.grace_s * 1000),
         max_wait_ms=int(settings.max_wait_s * 1000),
         live_every_ms=int(settings.live_every_s * 1000),

@@ -8,15 +8,20 @@ clickhouse-connect writes an int into a ``DateTime64(3)`` column as epoch millis
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple, cast
 
+from schemas.bounds import Bounds, BoundsError, check_batch_header, sample_problem
 from schemas.records import (
     CaptureCommand,
     CaptureTelemetry,
     CarbonSignal,
     DeadLetter,
+    GpuSample,
+    GpuSampleBatch,
     GridIntensityEvent,
     LedgerEntry,
     LiveEmission,
@@ -27,17 +32,46 @@ from schemas.topics import TopicKey
 Row = tuple[Any, ...]
 
 
+class Rejected(NamedTuple):
+    """A row that goes to the map's ``rejected_table`` instead, with why."""
+
+    row: Row
+    code: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class TableMap:
-    """How one topic lands: its table, columns and the rows of one record."""
+    """How one topic lands: its table, columns and the rows of one record (a
+    :class:`Rejected` row lands in ``rejected_table``, with ``reason_code`` and ``reason``)."""
 
     topic: TopicKey
     table: str
     columns: tuple[str, ...]
     rows: Callable[[Mapping[str, Any]], Iterator[Row]]
+    rejected_table: str | None = None
+    rejected_columns: tuple[str, ...] = ()
 
 
-def _sample_rows(batch: Mapping[str, Any]) -> Iterator[Row]:
+def _sample_rows(batch: Mapping[str, Any], bounds: Bounds) -> Iterator[Row]:
+    """One row per sample; a sample outside ``bounds`` is a :class:`Rejected` row, so it is
+    never summed with the good ones (the worker refuses it the same way)."""
+    header: BoundsError | None = None
+    try:
+        check_batch_header(cast(GpuSampleBatch, batch), bounds)
+    except BoundsError as exc:
+        header = exc
+    for s, row in zip(batch["samples"], _plain_sample_rows(batch), strict=True):
+        problem = header or sample_problem(cast(GpuSample, s), bounds)
+        if problem is None:
+            yield row
+        else:
+            whole = json.dumps(s, sort_keys=True, default=str)
+            kept = (batch["host"], s["gpu_uuid"], s["seq"], batch["batch_id"], whole)
+            yield Rejected(kept, problem.code, str(problem))
+
+
+def _plain_sample_rows(batch: Mapping[str, Any]) -> Iterator[Row]:
     head = (
         batch["host"],
         batch["site"],
@@ -106,6 +140,17 @@ SAMPLE_COLUMNS = (
     "job_prompt_tokens",
     "job_generation_tokens",
     "published_at",
+)
+SOURCE_COLUMNS = ("source_partition", "source_offset")  # the message a sample row came from
+REJECTED_SAMPLE_COLUMNS = (
+    "host",
+    "gpu_uuid",
+    "seq",
+    "batch_id",
+    "sample_json",
+    *SOURCE_COLUMNS,
+    "reason_code",
+    "reason",
 )
 
 EMISSION_COLUMNS = (
@@ -231,10 +276,22 @@ def _dead_rows(r: Mapping[str, Any]) -> Iterator[Row]:
     yield tuple(row.get(name) for name in _DEAD)
 
 
+def sample_map(bounds: Bounds) -> TableMap:
+    """Samples land in gpu_samples, those outside ``bounds`` in gpu_samples_rejected."""
+    return TableMap(
+        "samples",
+        "gpu_samples",
+        SAMPLE_COLUMNS + SOURCE_COLUMNS,
+        partial(_sample_rows, bounds=bounds),
+        rejected_table="gpu_samples_rejected",
+        rejected_columns=REJECTED_SAMPLE_COLUMNS,
+    )
+
+
 TABLES: dict[TopicKey, TableMap] = {
     m.topic: m
     for m in (
-        TableMap("samples", "gpu_samples", SAMPLE_COLUMNS, _sample_rows),
+        sample_map(Bounds()),
         _simple("intensity", "grid_intensity", *_INTENSITY),
         TableMap("emissions_hourly", "emissions_hourly", EMISSION_COLUMNS, _emission_rows),
         _simple("emissions_live", "emissions_live", *_LIVE),

@@ -68,6 +68,10 @@ def test_sink_mappings_match_the_tables(clickhouse: Any) -> None:
         described = clickhouse.query(f"DESCRIBE llcr.{mapping.table}").result_rows
         columns = [row[0] for row in described if row[0] != "ingested_at"]
         assert list(mapping.columns) == columns, mapping.table
+        if mapping.rejected_table:
+            described = clickhouse.query(f"DESCRIBE llcr.{mapping.rejected_table}").result_rows
+            columns = [row[0] for row in described if row[0] != "ingested_at"]
+            assert columns == list(mapping.rejected_columns)
 
 
 def test_every_grafana_panel_query_runs(clickhouse: Any) -> None:

@@ -219,3 +219,44 @@ def test_query_command_opens_the_store_when_no_sink_runs(
     assert json.loads(result.output) == [{"n": 0}]
     table = runner.invoke(root, ["query", "--dsn", dsn, "SELECT 1 AS one, 'x' AS s"])
     assert table.output.splitlines() == ["one  s", "---  -", "1    x", "(1 row)"]
+
+
+def test_samples_outside_the_bounds_land_flagged_apart_and_one_bad_row_costs_log_n(
+    topics: Topics, kafka: KafkaSettings, clickhouse_settings: ClickHouseSettings, unique: str
+) -> None:
+    batch = record("samples", 0)
+    good = batch["samples"][0]
+    absurd = copy.deepcopy(good)  # 1e13 mJ in a second: 10 GW, whatever limit it claims
+    absurd.update(seq=1, energy_mj=10**13, power_limit_w=0.0)
+    absurd["jobs"] = [dict(absurd["jobs"][0], energy_mj=10**13, share=1.0)]
+    negative = copy.deepcopy(good)
+    negative.update(seq=-5)  # once: a UInt64 column refused the whole batch
+    batch["samples"] = [good, absurd, negative]
+    ledger = [record("ledger", i) for i in range(256)]
+    ledger[100]["seq"] = -1  # a row ClickHouse cannot encode, among 255 good ones
+    produce(kafka, [("samples", batch), *(("ledger", e) for e in ledger)])
+    settings = sink_settings(kafka, clickhouse_settings, f"sink-{unique}")
+
+    def stored() -> dict[str, int]:
+        sql = (
+            "SELECT (SELECT count() FROM llcr.gpu_samples FINAL), "
+            "(SELECT count() FROM llcr.gpu_samples_rejected FINAL), "
+            "(SELECT count() FROM llcr.ledger FINAL), "
+            "(SELECT count() FROM llcr.dead_letters FINAL WHERE reason_code = 'insert_rejected')"
+        )
+        row = run_query(clickhouse_settings, sql).rows[0]
+        return dict(zip(("samples", "rejected", "ledger", "dead"), row, strict=True))
+
+    with running_sink(settings) as stats:
+        wait_for(endpoint_file(clickhouse_settings).exists, what="the sink to own chDB")
+        want = {"samples": 1, "rejected": 2, "ledger": 255, "dead": 1}
+        wait_for(lambda: stored() == want, what=f"rows {want}")
+    assert stats.rejected_rows == 2
+    assert stats.inserts <= 2 * 8 + 2, stats.inserts  # bisection: ~2 log2(256), not 256
+    rejected = run_query(
+        clickhouse_settings,
+        "SELECT seq, reason_code FROM llcr.gpu_samples_rejected FINAL ORDER BY reason_code",
+    ).rows
+    assert rejected == [[1, "absurd_power"], [-5, "out_of_range"]]
+    total = run_query(clickhouse_settings, "SELECT sum(energy_mj) FROM llcr.gpu_samples").rows
+    assert total == [[good["energy_mj"]]]  # analysts never sum the refused energy
