@@ -78,7 +78,7 @@ def main() -> None:
                     "kind": "measured",
                     "estimation_method": None,
                     "revision": 0,
-                    "published_at_ms": 0,
+                    "published_at_ms": T0,
                 }
             )
     state = HostState("host-0", partition=0)

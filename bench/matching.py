@@ -62,7 +62,7 @@ def preload(kafka: KafkaSettings, hosts: int, ticks: int, per_message: int) -> t
         for tick in range(ticks + 1):
             agent.sample(T0 + tick * 1000)
             if tick and tick % per_message == 0:
-                batch = agent.take_batch(0)
+                batch = agent.take_batch(T0 + tick * 1000)
                 assert batch is not None
                 producer.produce(topic, codec.encode("gpu_sample_batch", batch), host.encode())
                 producer.poll(0)

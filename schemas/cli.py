@@ -22,6 +22,7 @@ from schemas.errors import LlcrError
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("agents.cli:agent", "Edge publishers: GPU agent, grid feeder (llcr[agent])."),
     "up": ("streams.up:up", "Run the whole pipeline here (embedded broker + chDB)."),
+    "restart": ("streams.up:restart", "Restart one process of the running `llcr up`."),
     "worker": ("streams.cli:worker", "Run the matching processors (llcr[streams])."),
     "migrate": ("streams.cli:migrate", "Apply ClickHouse migrations to the configured store."),
     "sink": ("streams.cli:sink", "Write every topic to ClickHouse (llcr[streams])."),

@@ -24,18 +24,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
@@ -50,6 +48,7 @@ from streams.process import stop_on_signals
 from streams.settings import ClickHouseSettings
 from streams.store.client import connect, embedded_dir
 from streams.store.migrations import apply_migrations
+from streams.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +173,8 @@ def up(
             **clock.env(),
         }
         click.echo(f"clock     {clock}")
-        spawn = _Spawner(stack, data_dir / "logs", env)
+        spawn = Supervisor(stack, data_dir / "logs", env, data_dir / "control", report=click.echo)
+        (data_dir / "up.pid").write_text(str(os.getpid()))
         # started first, stopped last: it stores what the others emit while stopping
         # Latency settings (docs/benchmarks.md, end to end): a simulated hour passes in
         # seconds here, so provisional numbers refresh every 0.5 s instead of every 5 s.
@@ -224,12 +224,16 @@ def up(
         click.echo(f"ready in  {time.monotonic() - started:.1f}s; Ctrl-C stops")
         redraw = not plain and sys.stdout.isatty()
         watcher = threading.Thread(
-            target=_watch, args=(kafka, clickhouse, stop, redraw), daemon=True
+            target=_watch, args=(kafka, clickhouse, stop, redraw, spawn.line), daemon=True
         )
         watcher.start()
+        supervising = threading.Thread(target=spawn.run, args=(stop,), daemon=True)
+        supervising.start()
         stop.wait(duration)
         stop.set()
+        supervising.join(5)
         watcher.join(5)
+        click.echo(spawn.line())
         click.echo(_removal_line(clickhouse))
     click.echo("stopped; chDB data kept in " + str((data_dir / "chdb").resolve()))
     query_dsn = "" if home / "chdb" == embedded_dir(default_dsn()) else f" --dsn chdb:{home}/chdb"
@@ -325,7 +329,7 @@ def _has_nvml() -> bool:
 
 
 def _spawn_grid(
-    spawn: _Spawner, zones: list[str], files: tuple[Path, ...], clock: Clock, state_dir: Path
+    spawn: Supervisor, zones: list[str], files: tuple[Path, ...], clock: Clock, state_dir: Path
 ) -> str:
     """The grid feeder: files replayed on the simulated clock, or (live) the providers
     polled, with each zone's shipped 2023 mean as the static fallback. Says what it runs."""
@@ -366,7 +370,7 @@ def _shipped_means(zones: list[str]) -> dict[str, float]:
     return means
 
 
-def _spawn_removal(spawn: _Spawner, zones: list[str], speed: float) -> None:
+def _spawn_removal(spawn: Supervisor, zones: list[str], speed: float) -> None:
     """The removal service, its sim capture units and the sim credit provider."""
     removal_env = _removal_env(zones, speed)
     spawn(
@@ -379,7 +383,7 @@ def _spawn_removal(spawn: _Spawner, zones: list[str], speed: float) -> None:
 
 
 def _spawn_agents(
-    spawn: _Spawner,
+    spawn: Supervisor,
     zones: list[str],
     *,
     sim_hosts: int,
@@ -454,47 +458,6 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:24]
 
 
-class _Spawner:
-    """Starts `llcr` subcommands as child processes; stops them when the stack closes."""
-
-    def __init__(self, stack: ExitStack, logs: Path, env: dict[str, str]) -> None:
-        self._stack = stack
-        self._logs = logs
-        self._env = env
-
-    def __call__(self, name: str, argv: list[str], **env: str) -> None:
-        self._stack.enter_context(
-            _child(name, argv, self._logs / f"{name}.log", {**self._env, **env})
-        )
-
-
-@contextmanager
-def _child(name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> Iterator[None]:
-    code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
-    log: IO[bytes] = log_path.open("ab")
-    # A session of its own: Ctrl-C in the terminal reaches `up` only, which then stops the
-    # processes in order (agents first, the sink last) instead of all at once.
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, *argv],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop in 15 s; killing it", name)
-                process.kill()
-                process.wait(5)
-        log.close()
-
-
 def _removal_env(zones: list[str], speed: float) -> dict[str, str]:
     """Settings of the removal processes: one sim capture unit per site, the sim provider,
     and deadlines short enough to see orders."""
@@ -536,16 +499,22 @@ def _removal_line(clickhouse: ClickHouseSettings) -> str:
 
 
 def _watch(
-    kafka: KafkaSettings, clickhouse: ClickHouseSettings, stop: threading.Event, redraw: bool
+    kafka: KafkaSettings,
+    clickhouse: ClickHouseSettings,
+    stop: threading.Event,
+    redraw: bool,
+    children: Callable[[], str],
 ) -> None:
     """Feed the live view from the pipeline's topics and store until ``stop``.
 
     ``redraw``: redraw it in place (rich); otherwise print each final or revised hour as a
-    line and a status line every 10 s.
+    line and a status line every 10 s. ``children``: the supervisor's line. A record the
+    view cannot decode or show is counted and skipped: the view outlives any message.
     """
     from confluent_kafka import Consumer, TopicPartition
-    from rich.console import Console
+    from rich.console import Console, Group
     from rich.live import Live
+    from rich.text import Text
 
     from schemas.codec import make_codec
     from schemas.errors import LlcrError
@@ -564,6 +533,7 @@ def _watch(
         ]
     )
     view = LiveView()
+    skipped = 0
     console = Console()
     display = Live(console=console, refresh_per_second=2, transient=False) if redraw else None
     next_removal = next_status = time.monotonic() + 2
@@ -572,14 +542,11 @@ def _watch(
             display.start()
         while not stop.is_set():
             for message in consumer.consume(500, 0.25):
-                value, topic = message.value(), message.topic()
-                if message.error() or value is None or topic is None:
-                    continue
-                key = keys[topic]
-                record: Any = codec.decode(spec(key).schema, value)
-                view.feed(key, record, time.monotonic())
-                if key == "emissions_hourly" and display is None:
-                    click.echo(hour_line(record))
+                shown = _feed(view, codec, keys, message)
+                if shown is None:
+                    skipped += 1
+                elif shown and display is None:
+                    click.echo(shown)
             now = time.monotonic()
             if now >= next_removal:
                 next_removal = now + 2
@@ -587,15 +554,35 @@ def _watch(
                     view.on_removal(
                         removal_of(run_query(clickhouse, REMOVAL_SQL, endpoint_only=True).rows)
                     )
+            footer = children() + (f"; {skipped} record(s) the view skipped" if skipped else "")
             if display is not None:
-                display.update(render(view.snapshot(now)))
+                display.update(Group(render(view.snapshot(now)), Text(footer)))
             elif now >= next_status:
                 next_status = now + 10
                 click.echo(status_line(view.snapshot(now)))
+                click.echo(footer)
     finally:
         if display is not None:
             display.stop()
         consumer.close()
+
+
+def _feed(view: Any, codec: Any, keys: dict[str, TopicKey], message: Any) -> str | None:
+    """Give one consumed message to the view: the line to print for it ("" for none), or
+    None when it could not be decoded or shown (a record must never stop the view)."""
+    from schemas.topics import spec
+
+    value, topic = message.value(), message.topic()
+    if message.error() or value is None or topic is None:
+        return ""
+    key = keys[topic]
+    try:
+        record: Any = codec.decode(spec(key).schema, value)
+        view.feed(key, record, time.monotonic())
+        return hour_line(record) if key == "emissions_hourly" else ""
+    except Exception as exc:  # counted by the caller
+        logger.debug("the view skipped a record of %s: %s", topic, exc)
+        return None
 
 
 def hour_line(r: EmissionHour) -> str:
@@ -608,3 +595,35 @@ def hour_line(r: EmissionHour) -> str:
         f"{r['gpu_uuid'][-8:]:<8} {r['job_id'][:12]:<12} {r['energy_kwh']:7.3f} kWh {grams}"
         f"  rev {r['revision']}"
     )
+
+
+@click.command("restart")
+@click.argument("name")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The --data-dir the running `llcr up` was given (default: LLCR_HOME).",
+)
+def restart(name: str, data_dir: Path | None) -> None:
+    """Restart one process of the running `llcr up` (sink, worker, agent-..., grid, ...)."""
+    from schemas.errors import InfrastructureError
+    from streams.supervisor import request_restart
+
+    home = (data_dir or data_home()).absolute()
+    link = home / "chdb"
+    if not link.is_symlink():
+        raise InfrastructureError(f"no `llcr up` run under {home}", hint="start one: llcr up")
+    run = link.resolve().parent
+    try:
+        os.kill(int((run / "up.pid").read_text()), 0)
+    except (OSError, ValueError) as exc:
+        raise InfrastructureError(
+            f"the newest run, {run}, is not running", hint="start one: llcr up"
+        ) from exc
+    answer = request_restart(run / "control", name)
+    if answer is None:
+        raise InfrastructureError(f"`llcr up` in {run} did not answer in 30 s")
+    click.echo(answer)
+    if answer.startswith("no child"):
+        raise click.exceptions.Exit(1)

@@ -9,12 +9,19 @@ clickhouse-connect writes an int into a ``DateTime64(3)`` column as epoch millis
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NamedTuple, cast
 
-from schemas.bounds import Bounds, BoundsError, check_batch_header, sample_problem
+from schemas.bounds import (
+    Bounds,
+    BoundsError,
+    check_batch_header,
+    check_event_fields,
+    sample_problem,
+)
 from schemas.records import (
     CaptureCommand,
     CaptureTelemetry,
@@ -51,6 +58,8 @@ class TableMap:
     rows: Callable[[Mapping[str, Any]], Iterator[Row]]
     rejected_table: str | None = None
     rejected_columns: tuple[str, ...] = ()
+    # a whole record outside the bounds: a dead letter with this error's code, no rows
+    check: Callable[[Mapping[str, Any]], None] | None = None
 
 
 def _sample_rows(batch: Mapping[str, Any], bounds: Bounds) -> Iterator[Row]:
@@ -276,6 +285,19 @@ def _dead_rows(r: Mapping[str, Any]) -> Iterator[Row]:
     yield tuple(row.get(name) for name in _DEAD)
 
 
+def _check_intensity(event: Mapping[str, Any]) -> None:
+    """What the worker refuses before pricing, the sink refuses before storing: sizes,
+    ranges (a revision of -1 cannot be stored, and once cost an insert per row) and a
+    value no grid can have."""
+    check_event_fields(cast(GridIntensityEvent, event), _DEFAULT_BOUNDS)
+    value = event["intensity_g_per_kwh"]
+    if not (math.isfinite(value) and value >= 0):
+        raise BoundsError("intensity_not_physical", f"intensity {value} g/kWh")
+
+
+_DEFAULT_BOUNDS = Bounds()
+
+
 def sample_map(bounds: Bounds) -> TableMap:
     """Samples land in gpu_samples, those outside ``bounds`` in gpu_samples_rejected."""
     return TableMap(
@@ -292,7 +314,13 @@ TABLES: dict[TopicKey, TableMap] = {
     m.topic: m
     for m in (
         sample_map(Bounds()),
-        _simple("intensity", "grid_intensity", *_INTENSITY),
+        TableMap(
+            "intensity",
+            "grid_intensity",
+            _columns(*_INTENSITY),
+            _fields(*_INTENSITY),
+            check=_check_intensity,
+        ),
         TableMap("emissions_hourly", "emissions_hourly", EMISSION_COLUMNS, _emission_rows),
         _simple("emissions_live", "emissions_live", *_LIVE),
         _simple("capture_commands", "capture_commands", *_COMMAND),

@@ -35,6 +35,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from schemas.bounds import BoundsError
 from schemas.codec import Codec, make_codec
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
@@ -219,9 +220,14 @@ class Sink:
         mapping = self._maps[key]
         try:
             record = self._codec.decode(spec(key).schema, message.value())
+            if mapping.check is not None:
+                mapping.check(record)
             rows = list(mapping.rows(record))
+        except BoundsError as exc:  # decodes, but outside what can be true
+            self._dead(message, exc.code, str(exc)[:2000])
+            return
         except Exception as exc:  # any bad message becomes a dead letter
-            self._dead(message, "undecodable", str(exc))
+            self._dead(message, "undecodable", str(exc)[:2000])
             return
         source = (partition, offset) if SOURCE_COLUMNS[0] in mapping.columns else ()
         for row in rows:

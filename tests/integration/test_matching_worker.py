@@ -77,10 +77,10 @@ def trace(
         for tick in range(int(hours * 3600 / step_s) + 1):
             agent.sample(t0 + tick * step_s * 1000)
             if tick % per_batch == 0:
-                batch = agent.take_batch(0)
+                batch = agent.take_batch(t0 + tick * step_s * 1000)
                 if batch:
                     out.append((host.encode(), codec.encode("gpu_sample_batch", batch), batch))
-        batch = agent.take_batch(0)
+        batch = agent.take_batch(t0 + int(hours * 3600) * 1000)
         if batch:
             out.append((host.encode(), codec.encode("gpu_sample_batch", batch), batch))
     return out

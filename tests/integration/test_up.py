@@ -49,7 +49,26 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
         time.sleep(2)
         during = max(0, count(dsn, "SELECT count() FROM llcr.emissions_hourly"))
     assert during > 0, "no hourly emissions reached ClickHouse while up ran"
-    time.sleep(max(0.0, started + 45 - time.monotonic()))
+    # a child that dies is restarted; one restarts on request
+    run = (data / "chdb").resolve().parent
+    os.kill(int((run / "control" / "worker.pid").read_text()), signal.SIGKILL)
+    asked = subprocess.run(
+        [LLCR_SCRIPT, "restart", "grid", "--data-dir", str(data)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert asked.returncode == 0 and "grid restarted on request" in asked.stdout, asked
+    nobody = subprocess.run(
+        [LLCR_SCRIPT, "restart", "nobody", "--data-dir", str(data)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nobody.returncode == 1 and "no child named 'nobody'" in nobody.stdout, nobody
+    time.sleep(max(0.0, started + 60 - time.monotonic()))
     # Ctrl-C: the terminal sends SIGINT to the whole foreground process group
     os.killpg(process.pid, signal.SIGINT)
     interrupted = time.monotonic()
@@ -64,6 +83,9 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert "topics    10 ready" in result.stdout
     assert "stopped; chDB data kept" in result.stdout
+    assert "worker exited with -9; restarting in 1 s" in result.stdout, result.stdout[-3000:]
+    children = next(line for line in result.stdout.splitlines() if line.startswith("children"))
+    assert "worker up, 1 restart(s)" in children and "grid up, 1 restart(s)" in children
     # the agents, the grid feeder and the worker ran as processes: final hours came out,
     # priced with the shipped intensity of the hosts' zones
     finals = [line.split() for line in result.stdout.splitlines() if line.startswith("final")]

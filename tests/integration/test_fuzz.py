@@ -1,0 +1,336 @@
+"""Fuzz the input topics against real processes (issue 23): 10,000 mutated sample batches
+and 10,000 mutated intensity events, interleaved with good data, into a running `llcr
+worker` and sink. Afterwards every process is alive, every mutation is a dead letter or was
+accepted where it harms nothing, and the good hosts' hours equal the independent reference
+computed on the good samples alone.
+
+The mutations live in their own zone (FR) and hosts (``fuzz-*``); a mutation that would
+decode as a good host's or the good zone's data is drawn again, so a mutation that is
+*valid* (a plausible sample, a plausible price) is harmless by construction and the good
+totals must not move by a millijoule or a gram.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from schemas.codec import Codec, SchemaName
+from schemas.settings import KafkaSettings
+from schemas.topics import Topics, spec
+from streams.settings import ClickHouseSettings
+from streams.sink.query import run_query
+from tests.examples import EXAMPLES
+from tests.integration.test_matching_worker import intensity, trace, worker
+from tests.reference_matching import reference
+from tests.sink_run import wait_for
+
+MUTATIONS = 10_000
+CLI = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
+FUZZ_T0 = 1_672_617_600_000  # 2023-01-02T00:00Z, after the good trace
+codec = Codec()
+
+INTS = [-1, -5, 0, 1, 2**31 - 1, -(2**31), 2**53, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+FLOATS = [math.nan, math.inf, -math.inf, -1.0, -1e308, 1e308, 1e13, 5e-324, -0.0]
+TEXTS = ["", "\x00", "DE\x00", "x" * 129, "é" * 200, "../../etc/passwd", "'; DROP TABLE x; --"]
+HUGE_TEXT = "x" * 2_000_000
+
+
+def leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from leaves(v, (*path, k))
+    elif isinstance(obj, list) and obj and isinstance(obj[0], dict):
+        for i, v in enumerate(obj):
+            yield from leaves(v, (*path, i))
+    else:
+        yield path, obj
+
+
+def put(obj: Any, path: tuple[Any, ...], value: Any) -> None:
+    for step in path[:-1]:
+        obj = obj[step]
+    obj[path[-1]] = value
+
+
+def hostile(value: Any, rng: random.Random) -> Any:
+    if isinstance(value, bool | list):
+        return value
+    if isinstance(value, int):
+        return rng.choice(INTS)
+    if isinstance(value, float):
+        return rng.choice(FLOATS)
+    if isinstance(value, str) or value is None:
+        return HUGE_TEXT if rng.random() < 0.002 else rng.choice(TEXTS)
+    return value
+
+
+def byte_mutation(data: bytes, rng: random.Random) -> bytes | None:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return data[: rng.randrange(len(data))]  # truncated
+    if kind == 1:
+        out = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            out[rng.randrange(len(out))] = rng.randrange(256)
+        return bytes(out)
+    if kind == 2:
+        return data + rng.randbytes(rng.randint(1, 64))
+    if kind == 3:
+        return rng.randbytes(rng.randint(1, 512))
+    if kind == 4:
+        return None  # a tombstone
+    return b""
+
+
+def structural(record: dict[str, Any], schema: SchemaName, rng: random.Random) -> None:
+    if schema != "gpu_sample_batch":
+        return
+    sample = record["samples"][0]
+    kind = rng.randrange(5)
+    if kind == 0:
+        record["samples"] = []
+    elif kind == 1:
+        sample["jobs"] = [dict(sample["jobs"][0], energy_mj=0, share=0.0)] * 65
+    elif kind == 2:
+        sample["jobs"] = []
+    elif kind == 3:
+        record["samples"] = [sample, copy.deepcopy(sample)]  # the same seq twice
+    elif rng.random() < 0.01:
+        record["samples"] = [sample] * 20_001  # more samples than a batch may hold
+
+
+def decodes(schema: SchemaName, data: bytes | None) -> bool:
+    try:
+        codec.decode(schema, data)
+    except Exception:
+        return False
+    return True
+
+
+def harms_good_data(schema: SchemaName, data: bytes | None) -> bool:
+    """Whether a mutation decodes as the good data's host or zone (then it is drawn again)."""
+    try:
+        decoded = codec.decode(schema, data)
+    except Exception:
+        return False
+    if schema == "gpu_sample_batch":
+        return decoded["zone"] == "DE" or decoded["host"].startswith("host-")
+    return decoded["zone"] == "DE"
+
+
+def mutations(schema: SchemaName, template: dict[str, Any], seed: int) -> list[bytes | None]:
+    rng = random.Random(seed)
+    out: list[bytes | None] = []
+    while len(out) < MUTATIONS:
+        record = copy.deepcopy(template)
+        i = len(out)
+        if schema == "gpu_sample_batch":  # each one its own plausible place in time
+            record["host"] = f"fuzz-{i % 7}"
+            sample = record["samples"][0]
+            sample.update(seq=i, start_ms=FUZZ_T0 + i * 10_000, end_ms=FUZZ_T0 + i * 10_000 + 1000)
+        else:
+            record["period_start_ms"] = FUZZ_T0 + (i % 500) * 3_600_000
+            record["period_end_ms"] = record["period_start_ms"] + 3_600_000
+            record["event_id"] = f"fuzz:{i}"
+        roll = rng.random()
+        if roll < 0.6:
+            path, value = rng.choice(list(leaves(record)))
+            put(record, path, hostile(value, rng))
+        elif roll < 0.75:
+            structural(record, schema, rng)
+        try:
+            data: bytes | None = codec.encode(schema, record)
+        except Exception:  # outside what Avro can carry: mutate the bytes instead
+            data = codec.encode(schema, template)
+            roll = 1.0
+        if roll >= 0.75:
+            data = byte_mutation(data or b"", rng)
+        if not harms_good_data(schema, data):
+            out.append(data)
+    return out
+
+
+def fuzz_templates() -> tuple[dict[str, Any], dict[str, Any]]:
+    batch = copy.deepcopy(EXAMPLES["gpu_sample_batch"])
+    batch.update(zone="FR", source="replay")
+    batch["samples"] = batch["samples"][:1]
+    event = copy.deepcopy(EXAMPLES["grid_intensity"])
+    event.update(zone="FR")
+    return batch, event
+
+
+def produce(kafka: KafkaSettings, topic: str, messages: list[tuple[bytes, bytes | None]]) -> None:
+    """Like any producer a hostile client can configure: messages up to 10 MB."""
+    producer = Producer({**kafka.librdkafka(), "message.max.bytes": "10000000", "linger.ms": "20"})
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+
+
+class HourlyWatch:
+    """Every hourly record so far (newest revision per id), read on a thread."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Topics) -> None:
+        self.latest: dict[str, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        topic = topics.name("emissions_hourly")
+        self._consumer = Consumer(
+            {"bootstrap.servers": kafka.bootstrap_servers, "group.id": "fuzz-watch"}
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, 0) for p in range(spec("emissions_hourly").partitions)]
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            record = codec.decode("emissions_hourly", message.value())
+            seen = self.latest.get(record["record_id"])
+            if seen is None or record["revision"] >= seen["revision"]:
+                self.latest[record["record_id"]] = record
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+@pytest.mark.timeout(900)
+def test_ten_thousand_mutations_per_input_topic_leave_every_process_alive_and_good_hours_exact(
+    kafka: KafkaSettings, topics: Topics, tmp_path: Path, unique: str
+) -> None:
+    events = intensity(kafka, tmp_path, hours=6)
+    good = trace(hosts=2, gpus=2, hours=3, step_s=30, per_batch=10)
+    batch_template, event_template = fuzz_templates()
+    bad_samples = mutations("gpu_sample_batch", batch_template, seed=1)
+    bad_events = mutations("grid_intensity", event_template, seed=2)
+
+    # good batches keep their order per host; the mutations fall in between at random
+    rng = random.Random(3)
+    stream: list[tuple[bytes, bytes | None]] = [(b"fuzz", v) for v in bad_samples]
+    for key, value, _ in good:
+        stream.insert(rng.randrange(len(stream) + 1), (key, value))
+    good_positions = [i for i, (k, _) in enumerate(stream) if k != b"fuzz"]
+    assert good_positions == sorted(good_positions)
+
+    clickhouse = ClickHouseSettings(dsn=f"chdb://{tmp_path / 'chdb'}")
+    sink_log = (tmp_path / "sink.log").open("wb")
+    sink = subprocess.Popen(
+        [sys.executable, "-c", CLI, "sink"],
+        env={
+            **os.environ,
+            "LLCR_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+            "LLCR_CLICKHOUSE__DSN": clickhouse.dsn,
+            "LLCR_GROUP_ID": f"sink-{unique}",
+            "LLCR_BATCH_MAX_WAIT_S": "0.5",
+            "PYTHONFAULTHANDLER": "1",  # a hang at stop dumps every thread (SIGABRT below)
+        },
+        stdout=sink_log,
+        stderr=subprocess.STDOUT,
+    )
+    watch = HourlyWatch(kafka, topics)
+    try:
+        with worker(kafka, tmp_path, LLCR_ZONES='["DE","FR"]') as process:
+            produce(kafka, topics.name("intensity"), [(b"fuzz", v) for v in bad_events])
+            produce(kafka, topics.name("samples"), stream)
+
+            good_samples = [(b["host"], b["zone"], s) for _, _, b in good for s in b["samples"]]
+            ref = reference(good_samples, events)
+
+            def good_hours() -> dict[tuple[Any, ...], dict[str, Any]]:
+                return {
+                    (r["hour_start_ms"], r["host"], r["gpu_uuid"], r["job_id"], r["tenant"]): r
+                    for r in list(watch.latest.values())
+                    if r["host"].startswith("host-")
+                }
+
+            def exact() -> bool:
+                got = good_hours()
+                return set(got) == set(ref) and all(
+                    got[k]["energy_mj"] == pytest.approx(v.energy_mj, abs=len(ref))
+                    and got[k]["average"] is not None
+                    and got[k]["average"]["emissions_g"] == pytest.approx(v.average_g, rel=1e-9)
+                    for k, v in ref.items()
+                )
+
+            wait_for(exact, timeout_s=600, what="the good hours to equal the reference")
+            total = sum(j["energy_mj"] for _, _, s in good_samples for j in s["jobs"])
+            assert sum(r["energy_mj"] for r in good_hours().values()) == total
+            assert process.poll() is None, "the worker died"
+
+            # every mutation of the samples topic is a dead letter or was accepted in FR
+            def sink_has_everything() -> bool:
+                n = run_query(
+                    clickhouse,
+                    "SELECT (SELECT count() FROM llcr.gpu_samples_accepted WHERE zone = 'DE')",
+                ).rows[0][0]
+                return n == len(good_samples)
+
+            wait_for(sink_has_everything, timeout_s=300, what="the sink to store the good data")
+            analysts = run_query(
+                clickhouse,
+                "SELECT sum(energy_mj) FROM llcr.gpu_samples_accepted WHERE zone = 'DE'",
+            ).rows
+            assert analysts == [[total]]
+            # every mutation that is not Avro any more is one `corrupt` dead letter
+            for name, sent in (("gpu.samples", bad_samples), ("grid.intensity", bad_events)):
+                schema: SchemaName = (
+                    "gpu_sample_batch" if name == "gpu.samples" else "grid_intensity"
+                )
+                corrupt = sum(1 for v in sent if not decodes(schema, v))
+                sql = (
+                    "SELECT count() FROM llcr.dead_letters FINAL WHERE component = "
+                    "'worker.matching' AND reason_code IN "
+                    "('corrupt', 'unknown_schema', 'wrong_schema') "
+                    f"AND source_topic LIKE '%{name}'"
+                )
+                wait_for(
+                    lambda sql=sql, corrupt=corrupt: (
+                        run_query(clickhouse, sql).rows[0][0] == corrupt
+                    ),
+                    timeout_s=120,
+                    what=f"{corrupt} corrupt dead letters from {name}",
+                )
+            stored_bad_energy = run_query(
+                clickhouse,
+                "SELECT count() FROM llcr.gpu_samples_accepted "
+                "WHERE energy_mj > 2800 * (toUnixTimestamp64Milli(end) - "
+                "toUnixTimestamp64Milli(start))",  # over 2x the biggest board in the table
+            ).rows
+            assert stored_bad_energy == [[0]]  # nothing absurd reaches the analysts' view
+            assert process.poll() is None, "the worker died"
+        assert sink.poll() is None, "the sink died"
+    finally:
+        watch.close()
+        sink.send_signal(signal.SIGTERM)
+        try:
+            sink.wait(60)
+        except subprocess.TimeoutExpired:
+            sink.send_signal(signal.SIGABRT)
+            sink.wait(30)
+        sink_log.close()
+    assert sink.returncode == 0, (tmp_path / "sink.log").read_text()[-3000:]
