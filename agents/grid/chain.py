@@ -1,6 +1,7 @@
 """A provider chain per signal: the first provider that answers wins (pure but for time).
 
-Providers are tried in order of trust. One that fails is skipped for that zone until
+Providers are tried in order of trust. One that fails, or answers with nothing usable (a
+200 whose items are all refused), is skipped for that zone until
 its back-off ends: its ``Retry-After`` if it sent one, else 30 s doubling up to 15 min.
 One that rejects the credentials (401/403) is disabled until restart, with a clear
 error. Observations carry the provider's ``rank`` (0 = most trusted), so a later
@@ -52,7 +53,11 @@ class ProviderChain:
         self._state: dict[tuple[str, str], _State] = {}
         self.disabled: dict[str, str] = {}  # provider -> why
 
-    def fetch(self, zone: str, now_ms: int) -> Answer:
+    def fetch(
+        self, zone: str, now_ms: int, is_usable: Callable[[Observation], bool] | None = None
+    ) -> Answer:
+        """The first answer with a usable observation (``is_usable``: the caller's
+        validation; by default any observation is)."""
         answer = Answer()
         for rank, provider in enumerate(self.providers):
             if provider.name in self.disabled or not provider.serves(zone):
@@ -62,6 +67,15 @@ class ProviderChain:
                 continue
             try:
                 fetched = provider.fetch(zone, now_ms)
+                usable = [o for o in fetched.observations if is_usable is None or is_usable(o)]
+                if not usable:  # a 200 with nothing usable is no answer: fall back
+                    answer.problems += fetched.problems
+                    raise ProviderError(
+                        provider.name,
+                        "bad_response",
+                        f"no usable intensity for {zone} ({len(fetched.observations)} item(s), "
+                        f"{len(fetched.problems)} unreadable, none valid)",
+                    )
             except AuthError as exc:
                 self.disabled[provider.name] = str(exc)
                 logger.error("provider %s disabled until restart: %s", provider.name, exc)

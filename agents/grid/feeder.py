@@ -68,7 +68,7 @@ class GridFeeder:
         cycle = Cycle()
         for chain in self._chains:
             for zone in self._zones:
-                answer = chain.fetch(zone, now_ms)
+                answer = chain.fetch(zone, now_ms, self._usable)
                 for error in answer.errors:
                     errors = self.stats.provider_errors
                     errors[error.provider] = errors.get(error.provider, 0) + 1
@@ -76,6 +76,9 @@ class GridFeeder:
                 if answer.provider is not None:
                     cycle.extend(self.ingest(answer.observations, rank=answer.rank, now_ms=now_ms))
         return cycle
+
+    def _usable(self, observation: Observation) -> bool:
+        return bool(check([observation], ceiling=self._ceiling, known=self._known).good)
 
     def ingest(self, observations: Iterable[Observation], *, rank: int, now_ms: int) -> Cycle:
         """Validate one batch (a response, a file) and turn what is new into events."""

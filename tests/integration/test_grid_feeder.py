@@ -258,6 +258,26 @@ def test_500s_then_garbage_fall_back_within_the_budget_and_events_name_the_provi
     assert again.events == []  # NESO answered the same values: nothing new
 
 
+def test_a_200_with_only_unusable_items_falls_back(
+    server: ScriptedServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    unusable = {i: -500.0 for i in range(24)}  # every hour negative: nothing can be priced
+    for variant in ("lifecycle", "direct"):
+        server.script(
+            "/v3/carbon-intensity/history", (200, em_history("DE", variant, change=unusable))
+        )
+    em = ElectricityMaps(
+        ApiClient("electricitymaps", client), "em-token", server.url, forecast=False
+    )
+    chain = ProviderChain([em, Static({"DE": 380.0})])
+    feeder = _feeder(chain, ["DE"])
+    cycle = feeder.poll(NOW_MS)
+    assert cycle.events and {e["provider"] for e in cycle.events} == {"static"}
+    assert feeder.stats.provider_errors == {"electricitymaps": 1}
+    assert "no usable intensity for DE (48 item(s), 0 unreadable, none valid)" in caplog.text
+    assert chain.fetch("DE", NOW_MS + HOUR_MS).provider == "static"  # EM backs off now
+
+
 def test_retry_after_is_respected(server: ScriptedServer, client: httpx.Client) -> None:
     server.script(
         "/v3/carbon-intensity/history",
