@@ -1,9 +1,10 @@
 """Crash-only children under a supervisor: what `llcr up` runs its processes with.
 
 Every child is an `llcr` subcommand in a session of its own, logging to a file. A child
-that exits while the supervisor is not stopping is reported (its exit code and the last
-lines of its log) and started again after a backoff that doubles from 1 s up to 30 s and
-starts over once a child has stayed up for a minute. A request file
+that fails (a non-zero exit, a signal) while the supervisor is not stopping is reported
+(its exit code and the last lines of its log) and started again after a backoff that
+doubles from 1 s up to 30 s and starts over once a child has stayed up for a minute; one that exits 0 has finished its
+job (a replay at its end) and is left alone. A request file
 ``<control>/<name>.restart`` (what `llcr restart NAME` writes) restarts one child now;
 ``<control>/<name>.pid`` holds each child's current pid.
 Children stop in the reverse order of their start (the ExitStack the caller passes), so
@@ -45,6 +46,7 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     backoff_s: float = 1.0
+    finished: bool = False  # exited 0 by itself: not restarted (systemd's on-failure)
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self, now: float) -> None:
@@ -61,6 +63,7 @@ class Child:
         )
         self.started_at = now
         self.restart_at = None
+        self.finished = False
         if self.pid_dir is not None:  # for operators (and tests) who look for a child
             (self.pid_dir / f"{self.name}.pid").write_text(str(self.process.pid))
 
@@ -123,7 +126,14 @@ class Supervisor:
         self.stopping = threading.Event()
 
     def __call__(self, name: str, argv: list[str], **env: str) -> Child:
-        child = Child(name, argv, {**self._env, **env}, self._logs / f"{name}.log", self._command)
+        child = Child(
+            name,
+            argv,
+            {**self._env, **env},
+            self._logs / f"{name}.log",
+            self._command,
+            pid_dir=self.control,
+        )
         with self._lock:
             child.start(self._clock())
             self.children[name] = child
@@ -151,11 +161,14 @@ class Supervisor:
         return events
 
     def _look_after(self, child: Child, now: float) -> list[str]:
-        if child.alive():
+        if child.alive() or child.finished:
             return []
-        if child.restart_at is None:  # it just died
+        if child.restart_at is None:  # it just ended
             assert child.process is not None
             child.last_exit = child.process.returncode
+            if child.last_exit == 0:  # it did its job (a replay that ran to its end)
+                child.finished = True
+                return [f"child     {child.name} finished"]
             if now - child.started_at >= self._healthy_after_s:
                 child.backoff_s = 1.0
             child.restart_at = now + child.backoff_s
@@ -202,7 +215,12 @@ class Supervisor:
         with self._lock:
             parts = []
             for child in self.children.values():
-                state = "up" if child.alive() else f"down (exit {child.last_exit})"
+                if child.alive():
+                    state = "up"
+                elif child.finished:
+                    state = "finished"
+                else:
+                    state = f"down (exit {child.last_exit})"
                 if child.restarts:
                     state += f", {child.restarts} restart(s)"
                 parts.append(f"{child.name} {state}")

@@ -60,6 +60,8 @@ class TableMap:
     rejected_columns: tuple[str, ...] = ()
     # a whole record outside the bounds: a dead letter with this error's code, no rows
     check: Callable[[Mapping[str, Any]], None] | None = None
+    # the sink appends the message's partition and offset (SOURCE_COLUMNS) to each row
+    adds_source: bool = False
 
 
 def _sample_rows(batch: Mapping[str, Any], bounds: Bounds) -> Iterator[Row]:
@@ -307,6 +309,7 @@ def sample_map(bounds: Bounds) -> TableMap:
         partial(_sample_rows, bounds=bounds),
         rejected_table="gpu_samples_rejected",
         rejected_columns=REJECTED_SAMPLE_COLUMNS,
+        adds_source=True,
     )
 
 

@@ -39,7 +39,7 @@ from schemas.bounds import BoundsError
 from schemas.codec import Codec, make_codec
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
-from streams.sink.rows import SOURCE_COLUMNS, TABLES, Rejected, Row, sample_map
+from streams.sink.rows import TABLES, Rejected, Row, sample_map
 from streams.sink.store import Store
 
 logger = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ class Sink:
         except Exception as exc:  # any bad message becomes a dead letter
             self._dead(message, "undecodable", str(exc)[:2000])
             return
-        source = (partition, offset) if SOURCE_COLUMNS[0] in mapping.columns else ()
+        source = (partition, offset) if mapping.adds_source else ()
         for row in rows:
             if isinstance(row, Rejected):
                 self.stats.rejected_rows += 1

@@ -18,6 +18,7 @@ SLEEPER = (
     "import sys, time; print('up', sys.argv[1:], flush=True); time.sleep(60)",
 )
 CRASHER = (sys.executable, "-c", "import sys; print('broken', flush=True); sys.exit(3)")
+FINISHER = (sys.executable, "-c", "print('all done')")
 
 
 def wait_until(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
@@ -93,3 +94,22 @@ def test_a_crash_loop_backs_off(tmp_path: Path) -> None:
         assert delays == [1.0, 2.0, 4.0, 4.0, 4.0]
         assert child.restarts == 5 and child.last_exit == 3
         assert "broken" in lines[0]  # the report carries the end of its log
+
+
+def test_a_child_that_exits_0_has_finished_and_is_not_restarted(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with ExitStack() as stack:
+        supervisor = Supervisor(
+            stack,
+            tmp_path,
+            dict(os.environ),
+            tmp_path / "control",
+            report=lines.append,
+            command=FINISHER,
+        )
+        child = supervisor("grid", [])
+        assert child.process is not None
+        child.process.wait(10)
+        assert supervisor.check() == ["child     grid finished"]
+        assert supervisor.check() == [] and child.restarts == 0
+        assert supervisor.line() == "children  grid finished"
