@@ -3,8 +3,8 @@
 Every child is an `llcr` subcommand in a session of its own, logging to a file. A child
 that fails (a non-zero exit, a signal) while the supervisor is not stopping is reported
 (its exit code and the last lines of its log) and started again after a backoff that
-doubles from 1 s up to 30 s and starts over once a child has stayed up for a minute; one that exits 0 has finished its
-job (a replay at its end) and is left alone. A request file
+doubles from 1 s up to 30 s and starts over once a child has stayed up for a minute; one
+that exits 0 has finished its job (a replay at its end) and is left alone. A request file
 ``<control>/<name>.restart`` (what `llcr restart NAME` writes) restarts one child now;
 ``<control>/<name>.pid`` holds each child's current pid.
 Children stop in the reverse order of their start (the ExitStack the caller passes), so
