@@ -309,7 +309,7 @@ def test_shuffled_duplicated_and_late_intensity_give_the_same_numbers(
     assert sorted(d["reason_code"] for d in letters) == sorted(
         ["corrupt", "corrupt", "source_not_accepted", "unknown_zone"]
         + 2 * ["intensity_not_finite", "intensity_negative", "intensity_above_ceiling"]
-        + 2 * ["period_too_long"]
+        + 2 * ["time_out_of_range"]  # 1970 is outside every bound before its length is
     )
     assert {d["component"] for d in letters} == {"worker.matching"}
 
