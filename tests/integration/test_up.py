@@ -52,21 +52,9 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
     # a child that dies is restarted; one restarts on request
     run = (data / "chdb").resolve().parent
     os.kill(int((run / "control" / "worker.pid").read_text()), signal.SIGKILL)
-    asked = subprocess.run(
-        [LLCR_SCRIPT, "restart", "signals", "--data-dir", str(data)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    asked = restart_child(data, "signals")
     assert asked.returncode == 0 and "signals restarted on request" in asked.stdout, asked
-    nobody = subprocess.run(
-        [LLCR_SCRIPT, "restart", "nobody", "--data-dir", str(data)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    nobody = restart_child(data, "nobody")
     assert nobody.returncode == 1 and "no child named 'nobody'" in nobody.stdout, nobody
     time.sleep(max(0.0, started + 60 - time.monotonic()))
     # Ctrl-C: the terminal sends SIGINT to the whole foreground process group
@@ -137,6 +125,17 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
 
 
 LLCR_SCRIPT = str(Path(sys.executable).parent / "llcr")  # the installed console script
+
+
+def restart_child(data: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """`llcr restart NAME` against the `up` running on ``data``."""
+    return subprocess.run(
+        [LLCR_SCRIPT, "restart", name, "--data-dir", str(data)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def verify_ledger(dsn: str) -> subprocess.CompletedProcess[str]:

@@ -9,6 +9,7 @@ import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from streams.supervisor import Supervisor, request_restart
 
@@ -21,6 +22,13 @@ CRASHER = (sys.executable, "-c", "import sys; print('broken', flush=True); sys.e
 FINISHER = (sys.executable, "-c", "print('all done')")
 
 
+def supervised(stack: ExitStack, tmp_path: Path, lines: list[str], **kw: Any) -> Supervisor:
+    """A supervisor logging to ``tmp_path`` that reports into ``lines``."""
+    return Supervisor(
+        stack, tmp_path, dict(os.environ), tmp_path / "control", report=lines.append, **kw
+    )
+
+
 def wait_until(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -31,12 +39,10 @@ def wait_until(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyp
 def test_a_dead_child_is_reported_and_restarted_and_one_restarts_on_request(tmp_path: Path) -> None:
     lines: list[str] = []
     with ExitStack() as stack:
-        supervisor = Supervisor(
+        supervisor = supervised(
             stack,
             tmp_path,
-            dict(os.environ),
-            tmp_path / "control",
-            report=lines.append,
+            lines,
             command=SLEEPER,
         )
         worker = supervisor("worker", ["w"])
@@ -71,12 +77,10 @@ def test_a_crash_loop_backs_off(tmp_path: Path) -> None:
     now = [0.0]
     lines: list[str] = []
     with ExitStack() as stack:
-        supervisor = Supervisor(
+        supervisor = supervised(
             stack,
             tmp_path,
-            dict(os.environ),
-            tmp_path / "control",
-            report=lines.append,
+            lines,
             clock=lambda: now[0],
             command=CRASHER,
             max_backoff_s=4.0,
@@ -99,12 +103,10 @@ def test_a_crash_loop_backs_off(tmp_path: Path) -> None:
 def test_a_child_that_exits_0_has_finished_and_is_not_restarted(tmp_path: Path) -> None:
     lines: list[str] = []
     with ExitStack() as stack:
-        supervisor = Supervisor(
+        supervisor = supervised(
             stack,
             tmp_path,
-            dict(os.environ),
-            tmp_path / "control",
-            report=lines.append,
+            lines,
             command=FINISHER,
         )
         child = supervisor("grid", [])
