@@ -59,7 +59,7 @@ def show_config(ctx: click.Context, deployable: str) -> None:
 @click.option(
     "--start",
     default=None,
-    help="Sim source only: run on a simulated clock from this UTC time (ISO-8601), --speed "
+    help="Sim or replay source: run on a simulated clock from this UTC time (ISO-8601), --speed "
     "times faster than real time (what `llcr up` does to line up with replayed grid data).",
 )
 @click.option(
@@ -117,8 +117,8 @@ def gpu(
         settings = settings.model_copy(update={"kafka": kafka})
     setup = make_source(settings, gpus, seed)
     if start is not None:
-        if setup.kind != "sim":
-            raise click.UsageError("--start runs the sim source on a simulated clock only")
+        if setup.kind not in ("sim", "replay"):
+            raise click.UsageError("--start runs the sim or replay source on a simulated clock")
         setup.clock = simulated_clock(start, speed or 1.0, anchor_ms)
         if anchor_ms is not None:  # sample from the shared start, not before it
             time.sleep(max(0.0, anchor_ms / 1000 - time.time()))

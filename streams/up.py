@@ -402,7 +402,9 @@ def _spawn_agents(
         sim = ["--source", "sim", "--gpus", str(gpus), "--seed", str(i), *clock.args()]
         agents.append((f"sim-{zones[len(agents) % len(zones)].lower()}-{i}", sim))
     for i, path in enumerate(traces):
-        replay = ["--source", "replay", "--trace", str(path), "--speed", str(clock.speed)]
+        # paced by the shared clock (not from its own first reading), so its samples are
+        # not "in the future" for the worker, which checks them against that clock
+        replay = ["--source", "replay", "--trace", str(path), *clock.args()]
         agents.append((f"trace-{_slug(path.stem)}-{i}", replay))
     for i, (host, source) in enumerate(agents):
         zone = zones[i % len(zones)]
