@@ -186,24 +186,56 @@ def ledger() -> None:
     show_default=True,
 )
 @click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
+@click.option(
+    "--head",
+    "head_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The head checkpoint the removal service wrote (default: ledger_head if set, else "
+    "ledger-head.json beside a chDB store, else under the data home).",
+)
+@click.option(
+    "--no-head",
+    is_flag=True,
+    help="Check the chain only: order and content, not that its tail is all there.",
+)
 @click.pass_context
-def ledger_verify(ctx: click.Context, source: str, dsn: str | None) -> None:
-    """Recompute the chain; name the first entry that does not fit (exit 1)."""
+def ledger_verify(
+    ctx: click.Context, source: str, dsn: str | None, head_file: Path | None, no_head: bool
+) -> None:
+    """Recompute the chain and check it ends at its head checkpoint; name the first entry
+    that does not fit (exit 1)."""
+    from streams.removal.checkpoint import read_head
     from streams.removal.ledger import verify
-    from streams.removal.run import ledger_entries
+    from streams.removal.run import head_path, ledger_entries
 
+    clickhouse = _sink_settings(ctx, dsn).clickhouse
+    settings = _actions_settings(ctx)
     entries = ledger_entries(
         source,  # type: ignore[arg-type]
-        clickhouse=_sink_settings(ctx, dsn).clickhouse,
-        settings=_actions_settings(ctx),
+        clickhouse=clickhouse,
+        settings=settings,
     )
-    count, broken = verify(entries)
+    head, path = None, None
+    if not no_head:
+        path = head_file or head_path(settings, clickhouse.dsn if source == "clickhouse" else None)
+        head = read_head(path)
+        if head is None:
+            click.echo(
+                f"ledger UNPROVEN: no head checkpoint at {path}, so a missing or forged tail "
+                "would not show (--head FILE, or --no-head to check the chain only)",
+                err=True,
+            )
+            ctx.exit(1)
+    count, broken = verify(entries, head)
     if broken is None:
-        click.echo(f"ledger OK: {count} entries, chain intact")
+        ends = f"ends at its head checkpoint ({path})" if path else "tail not checked (--no-head)"
+        click.echo(f"ledger OK: {count} entries, chain intact, {ends}")
         return
     click.echo(
-        f"ledger BROKEN at seq {broken.seq} (entry {broken.entry_id}): {broken.reason}; "
-        f"{count} entries before it verify",
+        f"ledger BROKEN at seq {broken.seq}"
+        + (f" (entry {broken.entry_id})" if broken.entry_id else "")
+        + f": {broken.reason}; {count} entries before it verify",
         err=True,
     )
     ctx.exit(1)

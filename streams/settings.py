@@ -11,6 +11,7 @@ from schemas.bounds import DEVICE_POWER_W, Bounds
 from schemas.paths import data_home, default_dsn
 from schemas.settings import LlcrSettings
 from streams.removal.capture import CaptureUnitConfig
+from streams.removal.checkpoint import HEAD_FILE
 
 SampleSourceName = Literal["nvml", "replay", "sim"]
 _REAL_SOURCES: tuple[SampleSourceName, ...] = ("nvml", "replay")
@@ -185,6 +186,11 @@ class ActionsSettings(LlcrSettings):
     provider_delivery_delay_s: float = Field(
         default=600.0, ge=0, description="provider-sim: delivery delay on its clock."
     )
+    ledger_head: Path = Field(
+        default_factory=lambda: data_home() / HEAD_FILE,
+        description="The ledger's head checkpoint (keep it beside the store, away from "
+        "the sink): rewritten after every publish, read by `llcr ledger verify`.",
+    )
 
 
 class SignalsSettings(LlcrSettings):
@@ -202,6 +208,12 @@ class SignalsSettings(LlcrSettings):
     stale_after_h: float = Field(default=3.0, gt=0)
     api_host: str = "127.0.0.1"
     api_port: int = 8710
+    # the work one API request may ask for, checked before it touches the shared state
+    max_request_zones: int = Field(default=64, ge=1, description="Zones per request.")
+    max_horizon_h: int = Field(
+        default=24 * 14, ge=1, description="follow-the-sun: deadline - earliest start."
+    )
+    max_route_candidates: int = Field(default=1000, ge=1, description="Candidates per route.")
     sim_start: str | None = None
     sim_speed: float = Field(default=1.0, gt=0)
     sim_anchor_ms: int | None = None

@@ -199,7 +199,7 @@ def up(
         # start first, and the rest a moment later, so they do not share the CPU with ten
         # other imports (first emission row in ClickHouse ~3 s sooner on 2 cores)
         stop.wait(STAGGER_S)
-        _spawn_removal(spawn, zone_list, clock.speed)
+        _spawn_removal(spawn, zone_list, clock.speed, data_dir)
         signals_port = free_port()
         spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port))
         grid = _spawn_grid(spawn, zone_list, grid_files, clock, data_dir / "grid")
@@ -370,9 +370,12 @@ def _shipped_means(zones: list[str]) -> dict[str, float]:
     return means
 
 
-def _spawn_removal(spawn: Supervisor, zones: list[str], speed: float) -> None:
-    """The removal service, its sim capture units and the sim credit provider."""
-    removal_env = _removal_env(zones, speed)
+def _spawn_removal(spawn: Supervisor, zones: list[str], speed: float, run_dir: Path) -> None:
+    """The removal service, its sim capture units and the sim credit provider; the
+    ledger's head checkpoint beside the run's store, where `llcr ledger verify` finds it."""
+    from streams.removal.checkpoint import HEAD_FILE
+
+    removal_env = {**_removal_env(zones, speed), "LLCR_LEDGER_HEAD": str(run_dir / HEAD_FILE)}
     spawn(
         "provider-sim",
         ["actions", "provider-sim", "--port", removal_env["LLCR_PROVIDER_URL"].split(":")[-1]],

@@ -504,7 +504,8 @@ class Matching:
         for sample in batch["samples"]:
             reason = check_sample(sample, state, sample_now_ms, self.policy, watermark)
             if reason is not None:
-                suffix = f":{sample['gpu_uuid']}:{sample['seq']}"
+                # the uuid may be the reason (too long): the letter's id stays bounded
+                suffix = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
                 await self.dead(reason, sample_json(sample), event, suffix)
             elif ingest(state, batch["zone"], batch["site"], sample):
                 self.stats.samples += 1

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from schemas.clock import clock_ms
 from schemas.codec import make_codec
 from schemas.topics import spec
+from streams.removal.checkpoint import HEAD_FILE
 from streams.removal.provider import CreditProvider
 from streams.removal.service import Actions, ActionStats
 from streams.settings import ActionsSettings, ClickHouseSettings
+from streams.store.client import embedded_dir, is_embedded
 from streams.topic_reader import check_reachable, read_to_end
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,15 @@ def run_actions(settings: ActionsSettings, stop: threading.Event) -> ActionStats
         provider.close()
         logger.info("actions stopped: %s", actions.stats)
     return actions.stats
+
+
+def head_path(settings: ActionsSettings, dsn: str | None) -> Path:
+    """Where the head checkpoint of the ledger in ``dsn`` is: ``ledger_head`` when it was
+    set, else beside a chDB store (where `llcr up` and the defaults put it), else the
+    default under the data home."""
+    if "ledger_head" in settings.model_fields_set or dsn is None or not is_embedded(dsn):
+        return settings.ledger_head
+    return embedded_dir(dsn).resolve().parent / HEAD_FILE
 
 
 def ledger_entries(

@@ -44,6 +44,7 @@ from schemas.records import (
 )
 from schemas.topics import TopicKey, spec
 from streams.removal.capture import command_id, plan
+from streams.removal.checkpoint import read_head, write_head
 from streams.removal.core import (
     HOUR_MS,
     Book,
@@ -54,7 +55,7 @@ from streams.removal.core import (
     split_largest_remainder,
     to_mg,
 )
-from streams.removal.ledger import verify
+from streams.removal.ledger import Head, head_of, verify
 from streams.removal.provider import (
     ContractError,
     CreditProvider,
@@ -142,10 +143,14 @@ class Actions:
         """Fold the ledger, and read the orders and commands issued before (see module doc)."""
         config = self.settings.kafka.librdkafka()
         entries = [self._decode("ledger", m) for m in self._read("ledger", config)]
-        count, broken = verify(entries)
+        # entries published just before a stop may lie beyond the checkpoint; a topic
+        # that does not reach it lost its tail, and appending would fork the ledger
+        head = read_head(self.settings.ledger_head)
+        count, broken = verify(entries, head, beyond_head=True)
         if broken is not None:
             raise LedgerBrokenError(
-                f"ledger entry seq {broken.seq} ({broken.entry_id}): {broken.reason}"
+                f"ledger entry seq {broken.seq} ({broken.entry_id or 'none'}): {broken.reason}",
+                hint=f"the head checkpoint is {self.settings.ledger_head}",
             )
         for entry in entries:
             self.book.apply(entry)
@@ -161,6 +166,7 @@ class Actions:
             command: CaptureCommand = self._decode("capture_commands", message)
             self._remember_command(command)
             self.planned.add((command["site"], command["hour_start_ms"]))
+        write_head(self.settings.ledger_head, head_of(self.book.chain))
         logger.info(
             "recovered %d ledger entries, %d orders, %d commands",
             count,
@@ -564,6 +570,9 @@ class Actions:
             left = self._producer.flush(30)
             if left:
                 raise LlcrError(f"{left} message(s) not delivered in 30 s; stopping to stay exact")
+        if out.ledger:  # on the broker now: checkpoint the head
+            last = out.ledger[-1]
+            write_head(self.settings.ledger_head, Head(last["chain_id"], last["seq"], last["hash"]))
 
 
 def _payload_field(entry: LedgerEntry, name: str) -> Any:

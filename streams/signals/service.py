@@ -202,6 +202,9 @@ class Signals:
             energy = float(request.get("energy_kwh", 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise SignalInputError(f"malformed request: {exc}") from None
+        limit = self.settings.max_route_candidates
+        if len(candidates) > limit:
+            raise SignalInputError(f"{len(candidates)} candidates: at most {limit} a request")
         with self._lock:
             intensity = self.fresh_intensity()
         ranked = rank(candidates, intensity, weights)
@@ -249,8 +252,12 @@ class Signals:
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise SignalInputError(f"malformed request: {exc}") from None
-        with self._lock:
-            series, basis = self._series(job)
+        self._check_work(job)
+        with self._lock:  # a copy of the zones asked for; the work happens outside
+            known = {
+                name: dict(self.zones[name].average) for name in job.zones if name in self.zones
+            }
+        series, basis = _series(job, known)
         answer = follow_the_sun(job, series, self.clock_ms())
         best = answer.best
         return {
@@ -263,28 +270,19 @@ class Signals:
             "windows_considered": answer.candidates,
         }
 
-    def _series(self, job: FlexibleJob) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
-        """Hourly values per zone: forecasts and measurements as published; hours beyond
-        them are filled from the same hour a week earlier (history), and say so."""
-        series: dict[str, dict[int, float]] = {}
-        basis: dict[str, str] = {}
-        for name in job.zones:
-            zone = self.zones.get(name)
-            if zone is None:
-                continue
-            known = {h: v[1] for h, v in zone.average.items()}
-            hours = dict(known)
-            filled = 0
-            hour = job.earliest_start_ms // HOUR_MS * HOUR_MS
-            while hour < job.deadline_ms:
-                if hour not in hours and hour - 7 * 24 * HOUR_MS in known:
-                    hours[hour] = known[hour - 7 * 24 * HOUR_MS]
-                    filled += 1
-                hour += HOUR_MS
-            series[name] = hours
-            has_forecast = any(v[2] == "forecast" for v in zone.average.values())
-            basis[name] = "history" if filled else ("forecast" if has_forecast else "measured")
-        return series, basis
+    def _check_work(self, job: FlexibleJob) -> None:
+        """Refuse a request asking for more zones or hours than one request may."""
+        settings = self.settings
+        if len(job.zones) > settings.max_request_zones:
+            raise SignalInputError(
+                f"{len(job.zones)} zones: at most {settings.max_request_zones} a request"
+            )
+        horizon_h = (job.deadline_ms - job.earliest_start_ms) / HOUR_MS
+        if horizon_h > settings.max_horizon_h:
+            raise SignalInputError(
+                f"earliest start to deadline is {horizon_h:.0f} h: at most "
+                f"{settings.max_horizon_h} h a request"
+            )
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -301,6 +299,29 @@ class Signals:
         except (SignalInputError, ValueError) as exc:
             return error(422 if isinstance(exc, SignalInputError) else 400, str(exc))
         return error(404, "GET /v1/eco/{zone}, POST /v1/route, POST /v1/follow-the-sun")
+
+
+def _series(
+    job: FlexibleJob, zones: Mapping[str, Mapping[int, tuple[Any, float, str]]]
+) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+    """Hourly values per zone: forecasts and measurements as published; hours beyond
+    them are filled from the same hour a week earlier (history), and say so."""
+    series: dict[str, dict[int, float]] = {}
+    basis: dict[str, str] = {}
+    for name, average in zones.items():
+        known = {h: v[1] for h, v in average.items()}
+        hours = dict(known)
+        filled = 0
+        hour = job.earliest_start_ms // HOUR_MS * HOUR_MS
+        while hour < job.deadline_ms:
+            if hour not in hours and hour - 7 * 24 * HOUR_MS in known:
+                hours[hour] = known[hour - 7 * 24 * HOUR_MS]
+                filled += 1
+            hour += HOUR_MS
+        series[name] = hours
+        has_forecast = any(v[2] == "forecast" for v in average.values())
+        basis[name] = "history" if filled else ("forecast" if has_forecast else "measured")
+    return series, basis
 
 
 def _ranked(r: Ranked) -> dict[str, Any]:

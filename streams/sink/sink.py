@@ -358,7 +358,7 @@ class Sink:
 
     def _rejected_row(self, table: str, row: Row, error: Exception) -> Row:
         self.stats.dead_letters += 1
-        ident = str(row[0])
+        ident = str(row[0])[:256]  # the dead letter itself must go in: bounded fields
         return (
             f"{COMPONENT}:{table}:{ident}",
             COMPONENT,

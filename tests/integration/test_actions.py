@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
@@ -27,15 +28,18 @@ from schemas.settings import KafkaSettings
 from schemas.topics import Topics
 from streams.removal.capture import CaptureUnitConfig
 from streams.removal.capture_sim import run_capture_sim
+from streams.removal.checkpoint import read_head, write_head
 from streams.removal.core import HOUR_MS, Book, Policy
+from streams.removal.ledger import Head
 from streams.removal.provider import CreditProvider
 from streams.removal.provider_sim import Faults, SimProvider
-from streams.removal.service import Actions
+from streams.removal.service import Actions, LedgerBrokenError
 from streams.settings import ActionsSettings, ClickHouseSettings, SinkSettings
 from streams.sink.query import endpoint_file, run_query
 from streams.topic_reader import read_to_end
 from tests.examples import EXAMPLES
 from tests.sink_run import running_sink, wait_for
+from tests.unit.test_removal_core import chain_of
 
 DAY = "2023-03-10"
 UNIT = CaptureUnitConfig(
@@ -163,6 +167,7 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
             order_lead_h=1,
             min_lot_g=5000,
             capture_window_h=2,
+            ledger_head=tmp_path / "ledger-head.json",
         )
         provider = CreditProvider(sim.url, timeout_s=2)
         actions = Actions(settings, provider=provider, clock_ms=clock)
@@ -293,8 +298,10 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
     assert 0 < score[0] <= score[1] <= 1
     runner = CliRunner()
     dsn = ["--dsn", clickhouse_settings.dsn]
-    ok = runner.invoke(root, ["ledger", "verify", *dsn])
-    assert ok.exit_code == 0 and f"{len(entries)} entries, chain intact" in ok.output
+    head = ["--head", str(settings.ledger_head)]
+    ok = runner.invoke(root, ["ledger", "verify", *dsn, *head])
+    assert ok.exit_code == 0, ok.output
+    assert f"{len(entries)} entries, chain intact, ends at its head checkpoint" in ok.output
     # the report draws the run (no grid-intensity events were published in this test)
     page, image = tmp_path / "report.html", tmp_path / "report.png"
     drawn = runner.invoke(root, ["report", *dsn, "--out", str(page), "--png", str(image)])
@@ -311,13 +318,13 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
         "SETTINGS mutations_sync = 1"
     )
     client.close()
-    broken = runner.invoke(root, ["ledger", "verify", *dsn])
+    broken = runner.invoke(root, ["ledger", "verify", *dsn, *head])
     assert broken.exit_code == 1
     assert f"BROKEN at seq {target}" in broken.output and "edited" in broken.output
 
 
 def test_a_provider_failing_half_its_calls_never_buys_twice(
-    topics: Topics, kafka: KafkaSettings, unique: str
+    topics: Topics, kafka: KafkaSettings, unique: str, tmp_path: Path
 ) -> None:
     faults = Faults(fail_rate=0.25, timeout_rate=0.25, late_s=0.6, seed=7)
     with SimProvider(faults=faults) as sim:
@@ -331,6 +338,7 @@ def test_a_provider_failing_half_its_calls_never_buys_twice(
             min_lot_g=1,
             latency_target_h=1,
             order_lead_h=1,  # every residual is due at once: an order per round and scope
+            ledger_head=tmp_path / "ledger-head.json",
         )
         out = Publisher(kafka)
         base = day_of_intensity()
@@ -377,3 +385,37 @@ def test_a_provider_failing_half_its_calls_never_buys_twice(
     retired = sum(o["quantity_g"] for o in latest.values() if o["status"] == "retired")
     assert all(a.remaining_mg == 0 for a in book.hours.values())
     assert retired * 1000 >= sum(a.obligation_mg for a in book.hours.values())
+
+
+def test_a_ledger_topic_that_lost_its_tail_is_refused_not_forked(
+    topics: Topics, kafka: KafkaSettings, unique: str, tmp_path: Path
+) -> None:
+    entries = chain_of(5)
+    out = Publisher(kafka)
+    for entry in entries[:3]:
+        out.send("ledger", "ledger_entry", entry)
+    path = tmp_path / "ledger-head.json"
+    settings = ActionsSettings(kafka=kafka, group_id=f"actions-{unique}", ledger_head=path)
+
+    def recover() -> None:
+        provider = CreditProvider("http://127.0.0.1:9", timeout_s=1)
+        try:
+            Actions(settings, provider=provider).recover()
+        finally:
+            provider.close()
+
+    # the head says seq 4: the topic (a broker that lost data, a re-created topic) ends
+    # at 2, and appending at 3 would fork the ledger
+    write_head(path, Head(entries[4]["chain_id"], 4, entries[4]["hash"]))
+    with pytest.raises(LedgerBrokenError, match=r"entries 3\.\.4 are missing"):
+        recover()
+    assert read_head(path) == Head(entries[4]["chain_id"], 4, entries[4]["hash"])  # kept
+    # a head behind the topic: entries published just before a stop; recovered, and the
+    # head checkpointed again at the topic's end
+    write_head(path, Head(entries[1]["chain_id"], 1, entries[1]["hash"]))
+    recover()
+    assert read_head(path) == Head(entries[2]["chain_id"], 2, entries[2]["hash"])
+    # a head naming another entry at its seq: the topic's tail was rewritten
+    write_head(path, Head(entries[2]["chain_id"], 2, "f" * 64))
+    with pytest.raises(LedgerBrokenError, match="the tail was rewritten"):
+        recover()

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from streams.embedded.broker import free_port
-from streams.removal.ledger import entry_hash
+from streams.removal.checkpoint import write_head
+from streams.removal.ledger import Head, entry_hash
 from streams.settings import ClickHouseSettings
 from streams.sink.rows import TABLES
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
-from tests.unit.test_removal_core import chain_of
+from tests.unit.test_removal_core import chain_of, tampered_tails
 
 LLCR = str(Path(sys.executable).parent / "llcr")
 
@@ -55,10 +56,14 @@ def _store_with_ledger(directory: Path, entries: list[dict[str, Any]]) -> str:
 
 
 def test_ledger_verify_exits_1_on_every_kind_of_tamper(tmp_path: Path) -> None:
-    entries = chain_of(6)
+    entries = chain_of(40)
+    # the removal service's head checkpoint, beside the stores (where `up` keeps it)
+    last = entries[-1]
+    write_head(tmp_path / "ledger-head.json", Head(last["chain_id"], last["seq"], last["hash"]))
     intact = _store_with_ledger(tmp_path / "intact", entries)
     done = llcr("ledger", "verify", "--dsn", intact)
-    assert done.returncode == 0 and "ledger OK: 6 entries" in done.stdout, done.stderr
+    assert done.returncode == 0, done.stderr
+    assert "ledger OK: 40 entries, chain intact, ends at its head checkpoint" in done.stdout
 
     edited = [dict(e) for e in entries]
     edited[3]["quantity_g"] = 1000.0
@@ -70,12 +75,24 @@ def test_ledger_verify_exits_1_on_every_kind_of_tamper(tmp_path: Path) -> None:
         "fork": [*entries, forked],
         "second chain": [*entries, *second_run],
         "missing": entries[:2] + entries[3:],
+        **tampered_tails(entries),
     }
     for name, tampered in cases.items():
         dsn = _store_with_ledger(tmp_path / name.replace(" ", "-"), tampered)
         done = llcr("ledger", "verify", "--dsn", dsn)
         assert done.returncode == 1, (name, done.stdout, done.stderr)
         assert "ledger BROKEN" in done.stderr, (name, done.stderr)
+    # without a checkpoint the tail cannot be proven: that is not "OK" either
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    unproven = llcr("ledger", "verify", "--dsn", _store_with_ledger(alone / "store", entries))
+    assert unproven.returncode == 1 and "ledger UNPROVEN: no head checkpoint" in unproven.stderr
+    chain_only = llcr("ledger", "verify", "--dsn", f"chdb:{alone / 'store'}", "--no-head")
+    assert chain_only.returncode == 0, chain_only.stderr
+    assert "tail not checked (--no-head)" in chain_only.stdout
+    head = str(tmp_path / "ledger-head.json")
+    given = llcr("ledger", "verify", "--dsn", f"chdb:{alone / 'store'}", "--head", head)
+    assert given.returncode == 0, given.stderr
 
 
 def test_a_missing_store_is_an_error_naming_it_and_is_not_created(tmp_path: Path) -> None:

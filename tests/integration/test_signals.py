@@ -176,3 +176,15 @@ def test_follow_the_sun_answers_what_brute_force_finds(api: httpx.Client) -> Non
     past = {**request, "deadline": "2023-01-01T00:00:00Z"}
     refused = api.post("/v1/follow-the-sun", json=past)
     assert refused.status_code == 422 and "past" in refused.json()["error"]
+    # work a request may ask for is bounded before it touches the shared state: a
+    # 2,000-zone x 7-year request once held the state lock 13 s
+    many = {**request, "zones": [f"Z{i}" for i in range(2000)], "deadline": "2030-01-01"}
+    for huge, needle in (
+        (many, "2000 zones: at most 64"),
+        ({**many, "zones": ["DE"]}, "h a request"),
+    ):
+        refused = api.post("/v1/follow-the-sun", json=huge)
+        assert refused.status_code == 422 and needle in refused.json()["error"], refused.text
+    route = {"candidates": [{"node": f"n{i}", "zone": "DE", "latency_ms": 5} for i in range(1001)]}
+    refused = api.post("/v1/route", json=route)
+    assert refused.status_code == 422 and "at most 1000" in refused.json()["error"], refused.text

@@ -21,7 +21,7 @@ from streams.removal.core import (
     quarter_end_ms,
     split_largest_remainder,
 )
-from streams.removal.ledger import Chain, verify
+from streams.removal.ledger import Chain, Head, verify
 from tests.examples import EXAMPLES, T0
 
 
@@ -42,7 +42,7 @@ def chain_of(n: int) -> list[dict[str, Any]]:
                 float(i),
                 f"r{i}",
                 hour_start_ms=None,
-                payload={"i": i},
+                payload={"removal_at_ms": i},
                 recorded_at_ms=i,
             )
         )
@@ -87,6 +87,68 @@ def test_a_chain_has_one_id_and_a_second_chain_or_a_fork_breaks_it() -> None:
     # the chain id is hashed: moving an entry to another chain is an edit
     moved = [*first[:1], dict(first[1], chain_id="f" * 32)]
     assert verify(moved)[1] is not None
+
+
+def tampered_tails(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The tail tampers a store can suffer that the chain alone does not show (each still
+    chains from genesis)."""
+
+    def continued(base: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        chain = Chain()
+        for entry in base:
+            chain.follow(entry)
+        extra = [
+            dict(
+                chain.append(
+                    "credit_retirement",
+                    "tenant:a",
+                    0.001,
+                    f"forged{i}",
+                    hour_start_ms=None,
+                    payload={"removal_at_ms": i},
+                    recorded_at_ms=i,
+                )
+            )
+            for i in range(n)
+        ]
+        return [*base, *extra]
+
+    return {
+        "last deleted": entries[:-1],
+        "last 20 deleted": entries[:-20],
+        "tail of 30 re-chained": continued(entries[:-30], 30),
+        "forged entry appended": continued(entries, 1),
+        "all deleted": [],
+    }
+
+
+def test_a_head_checkpoint_shows_a_deleted_rewritten_or_forged_tail() -> None:
+    entries = chain_of(40)
+    last = entries[-1]
+    head = Head(last["chain_id"], last["seq"], last["hash"])
+    assert verify(entries, head) == (40, None)
+    for name, tampered in tampered_tails(entries).items():
+        assert verify(tampered)[1] is None, name  # the chain alone: "OK"
+        broken = verify(tampered, head)[1]
+        assert broken is not None, name
+        reason = {
+            "last deleted": "entries 39..39 are missing",
+            "last 20 deleted": "entries 20..39 are missing",
+            "tail of 30 re-chained": "the tail was rewritten",
+            "forged entry appended": "after the head checkpoint at seq 39",
+            "all deleted": "entries 0..39 are missing",
+        }[name]
+        assert reason in broken.reason, (name, broken)
+    # the service recovering entries it published just before it stopped: beyond is fine
+    behind = Head(entries[30]["chain_id"], 30, entries[30]["hash"])
+    assert verify(entries, behind, beyond_head=True) == (40, None)
+    assert verify(entries, behind)[1] is not None
+    # an empty ledger's head, and a head round-tripped through its file text
+    assert verify([], Head("", -1, "0" * 64)) == (0, None)
+    assert Head.from_json(head.to_json()) == head
+    for text in ("", "{}", '{"chain_id": "a", "seq": -2, "hash": "00"}', "[1]"):
+        with pytest.raises(ValueError, match="not a ledger head checkpoint"):
+            Head.from_json(text)
 
 
 def test_entries_of_v1_chains_without_an_id_still_verify_and_decode() -> None:
