@@ -234,7 +234,14 @@ def test_samples_outside_the_bounds_land_flagged_apart_and_one_bad_row_costs_log
     batch["samples"] = [good, absurd, negative]
     ledger = [record("ledger", i) for i in range(256)]
     ledger[100]["seq"] = -1  # a row ClickHouse cannot encode, among 255 good ones
-    produce(kafka, [("samples", batch), *(("ledger", e) for e in ledger)])
+    # a forged message repeating the good sample's key with other numbers, after it
+    forged_batch = record("samples", 0)
+    forged = copy.deepcopy(good)
+    forged.update(energy_mj=good["energy_mj"] // 2)
+    forged["jobs"] = [dict(good["jobs"][0], energy_mj=forged["energy_mj"], share=1.0)]
+    forged_batch.update(batch_id="forged", samples=[forged])
+    produce(kafka, [("samples", batch), ("samples", forged_batch)])
+    produce(kafka, [("ledger", e) for e in ledger])
     settings = sink_settings(kafka, clickhouse_settings, f"sink-{unique}")
 
     def stored() -> dict[str, int]:
@@ -258,5 +265,10 @@ def test_samples_outside_the_bounds_land_flagged_apart_and_one_bad_row_costs_log
         "SELECT seq, reason_code FROM llcr.gpu_samples_rejected FINAL ORDER BY reason_code",
     ).rows
     assert rejected == [[1, "absurd_power"], [-5, "out_of_range"]]
-    total = run_query(clickhouse_settings, "SELECT sum(energy_mj) FROM llcr.gpu_samples").rows
-    assert total == [[good["energy_mj"]]]  # analysts never sum the refused energy
+    # analysts never sum the refused energy, and the first message of a sample is the one
+    # kept: the forged repeat replaced nothing
+    for table in ("gpu_samples FINAL", "gpu_samples_accepted"):
+        total = run_query(
+            clickhouse_settings, f"SELECT sum(energy_mj), any(batch_id) FROM llcr.{table}"
+        ).rows
+        assert total == [[good["energy_mj"], batch["batch_id"]]], (table, total)
