@@ -79,6 +79,22 @@ class RevisionLog:
             "published_at_ms": published_at_ms,
         }
 
+    def copy(self) -> RevisionLog:
+        return RevisionLog(self._entries)
+
+    def record(self, event: GridIntensityEvent, *, rank: int) -> None:
+        """Remember ``event`` as published (for a log kept apart from :meth:`observe`, by
+        a caller that publishes events later than it observes them)."""
+        key: Key = (event["zone"], event["signal"], event["variant"], event["period_start_ms"])
+        self._entries[key] = Entry(
+            event["revision"],
+            event["intensity_g_per_kwh"],
+            event["kind"],
+            event["provider"],
+            rank,
+            event["period_end_ms"],
+        )
+
     def forget_before(self, start_ms: int) -> None:
         """Drop entries of periods that start before ``start_ms`` (bounds the state)."""
         self._entries = {k: v for k, v in self._entries.items() if k[3] >= start_ms}

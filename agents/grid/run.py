@@ -215,6 +215,9 @@ def import_files(
     now_ms = int(time.time() * 1000)
     result = Imported()
     cycle = Cycle()
+    # events go out paced, long after they are observed: only those sent are saved as
+    # published, or a feeder restarted mid-file would never send the rest
+    published = feeder.log.copy()
     for path in files:
         with path.open(encoding="utf-8-sig", newline="") as lines:
             observations, unreadable = read_intensity_csv(lines, path.name)
@@ -239,6 +242,8 @@ def import_files(
             due += 1
         if due > sent:
             outlet.publish(Cycle(events=events[sent:due]), now_ms)
+            for event in events[sent:due]:
+                published.record(event, rank=0)
             sent = due
             continue
         next_in_s = (events[sent]["period_start_ms"] - first - elapsed_ms) / 1000 / speed
@@ -252,6 +257,6 @@ def import_files(
         )
     result.delivered = outlet.events.stats.delivered
     result.spooled = outlet.events.stats.spooled_at_stop
-    feeder.log.save(settings.state_dir / "revisions.json")
+    published.save(settings.state_dir / "revisions.json")
     result.problems, result.gaps = cycle.problems, cycle.gaps
     return result

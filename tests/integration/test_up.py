@@ -127,6 +127,17 @@ def test_up_runs_the_pipeline_to_final_hours_and_leaves_chdb(tmp_path: Path) -> 
 LLCR_SCRIPT = str(Path(sys.executable).parent / "llcr")  # the installed console script
 
 
+def wait_for_line(path: Path, prefix: str, process: subprocess.Popen[str]) -> str:
+    """The rest of the first line of ``path`` starting with ``prefix``, once written."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        for line in path.read_text().splitlines():
+            if line.startswith(prefix):
+                return line.removeprefix(prefix).split()[0].rstrip(",")
+        time.sleep(0.1)
+    raise AssertionError(f"no line {prefix!r} in {path}: {path.read_text()[-2000:]}")
+
+
 def restart_child(data: Path, name: str) -> subprocess.CompletedProcess[str]:
     """`llcr restart NAME` against the `up` running on ``data``."""
     return subprocess.run(
@@ -259,13 +270,24 @@ def test_up_on_a_grid_file_and_a_gpu_trace_matches_an_independent_calculation(
     intervals = write_trace(trace)
     data = tmp_path / "data"
     argv = ["up", "--grid-file", str(grid), "--gpu-trace", str(trace), "--speed", "600"]
-    done = subprocess.run(
-        [*LLCR, *argv, "--duration", "45", "--data-dir", str(data)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    out = tmp_path / "up.out"
+    with out.open("w") as stdout:
+        process = subprocess.Popen(
+            [*LLCR, *argv, "--duration", "45", "--data-dir", str(data)],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        # the grid feeder restarted mid-run (an hour of the file published, more to come)
+        # must not leave an hour unpriced or price one twice
+        anchor = wait_for_line(out, "clock     2025-03-01T00:00:00Z at epoch ms ", process)
+        while time.time() * 1000 < int(anchor) + 9_000 and process.poll() is None:
+            time.sleep(0.2)  # until the shared clock reads 01:30
+        restarted = restart_child(data, "grid")
+        assert restarted.returncode == 0, restarted
+        _, stderr = process.communicate(timeout=180)
+    done = subprocess.CompletedProcess(process.args, process.returncode, out.read_text(), stderr)
     assert done.returncode == 0, done.stderr
     # the zone and the start came from the files
     assert "0 sim host(s)" in done.stdout and "1 trace host(s)" in done.stdout, done.stdout
