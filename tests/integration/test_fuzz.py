@@ -1,11 +1,9 @@
 """Fuzz the input topics against real processes (issue 23): 10,000 mutated sample batches
 and 10,000 mutated intensity events, interleaved with good data, into a running `llcr
-worker`. Afterwards it is alive, every mutation that is not Avro is one dead letter, the
-rest were refused with a reason or accepted where they harm nothing, and the good hosts'
-hours equal the independent reference computed on the good samples alone.
-
-(The sink is not in it yet: run beside it, the sink found a bug of its own, fixed; its
-handling of refused and unencodable rows is tested in test_sink.py.)
+worker` and `llcr sink` (chDB). Afterwards both are alive, every mutation that is not Avro
+is one dead letter, the rest were refused with a reason or accepted where they harm
+nothing, the good hosts' hours equal the independent reference computed on the good
+samples alone, and ClickHouse holds every good sample once, unflagged, and the same hours.
 
 The mutations live in their own zone (FR) and hosts (``fuzz-*``); a mutation that would
 decode as a good host's or the good zone's data is drawn again, so a mutation that is
@@ -17,9 +15,14 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
 from tests.examples import EXAMPLES
 from tests.integration.test_matching_worker import intensity, trace, worker
+from tests.integration.test_up import query_rows
 from tests.reference_matching import reference
 from tests.sink_run import wait_for
 
@@ -217,6 +221,30 @@ class TopicWatch:
         self._consumer.close()
 
 
+@contextmanager
+def sink(kafka: KafkaSettings, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`llcr sink` on its own chDB store, as a process of its own (what `up` runs)."""
+    env = {
+        **os.environ,
+        "LLCR_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
+        "LLCR_GROUP_ID": f"sink-{kafka.topic_prefix.strip('.')}",
+        "LLCR_BATCH_MAX_WAIT_S": "0.3",
+    }
+    argv = [sys.executable, "-c", CLI, "sink", "--dsn", f"chdb:{tmp_path / 'store'}"]
+    with (tmp_path / "sink.log").open("wb") as log:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            yield process
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
 @pytest.mark.timeout(900)
 def test_ten_thousand_mutations_per_input_topic_leave_every_process_alive_and_good_hours_exact(
     kafka: KafkaSettings, topics: Topics, tmp_path: Path, unique: str
@@ -244,8 +272,12 @@ def test_ten_thousand_mutations_per_input_topic_leave_every_process_alive_and_go
     dead = TopicWatch(
         kafka, topics.name("dead_letters"), "dead_letter", spec("dead_letters").partitions
     )
+    dsn = f"chdb:{tmp_path / 'store'}"
     try:
-        with worker(kafka, tmp_path, LLCR_ZONES='["DE","FR"]') as process:
+        with (
+            sink(kafka, tmp_path) as sinking,
+            worker(kafka, tmp_path, LLCR_ZONES='["DE","FR"]') as process,
+        ):
             produce(kafka, topics.name("intensity"), [(b"fuzz", v) for v in bad_events])
             produce(kafka, topics.name("samples"), stream)
 
@@ -298,6 +330,37 @@ def test_ten_thousand_mutations_per_input_topic_leave_every_process_alive_and_go
             assert {"absurd_power", "field_too_long", "out_of_range", "time_out_of_range"} <= (
                 reasons
             ), reasons
+            assert process.poll() is None, "the worker died"
+
+            # ClickHouse: every good sample once and unflagged, the good hours as priced
+            good_kwh = total / 3.6e9
+            want = [{"n": len(good_samples), "kwh": pytest.approx(good_kwh, rel=1e-12)}]
+
+            def stored(sql: str) -> list[dict[str, Any]]:
+                try:
+                    return query_rows(dsn, sql)
+                except subprocess.CalledProcessError:  # the sink is not serving yet
+                    return []
+
+            accepted = (
+                "SELECT count() AS n, sum(energy_mj) / 3.6e9 AS kwh FROM llcr.gpu_samples_accepted "
+                "WHERE host LIKE 'host-%'"
+            )
+            wait_for(lambda: stored(accepted) == want, timeout_s=300, what=f"samples {want}")
+            hours = stored(
+                "SELECT count() AS n, sum(energy_kwh) AS kwh FROM llcr.emissions_hourly FINAL "
+                "WHERE host LIKE 'host-%'"
+            )
+            assert hours == [{"n": len(ref), "kwh": pytest.approx(good_kwh, rel=1e-9)}], hours
+            flagged = stored(
+                "SELECT count() AS n FROM llcr.gpu_samples_rejected WHERE host LIKE 'host-%'"
+            )
+            assert flagged == [{"n": 0}], flagged
+            fuzzed = stored(
+                "SELECT countIf(NOT isFinite(energy_kwh)) AS n FROM llcr.emissions_hourly FINAL"
+            )
+            assert fuzzed == [{"n": 0}], fuzzed  # nothing absurd was priced
+            assert sinking.poll() is None, "the sink died"
             assert process.poll() is None, "the worker died"
     finally:
         watch.close()
