@@ -1,7 +1,9 @@
-"""Run the sink on a thread for a test, and wait for conditions (bounded)."""
+"""Run the sink on a thread for a test, wait for conditions (bounded), stop processes."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,3 +48,15 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 60, what: str = "cond
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen[Any], timeout_s: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)

@@ -17,7 +17,6 @@ import copy
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -37,7 +36,7 @@ from tests.examples import EXAMPLES
 from tests.integration.test_matching_worker import intensity, trace, worker
 from tests.integration.test_up import query_rows
 from tests.reference_matching import reference
-from tests.sink_run import wait_for
+from tests.sink_run import stop_process, wait_for
 
 MUTATIONS = 10_000
 CLI = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
@@ -237,12 +236,7 @@ def sink(kafka: KafkaSettings, tmp_path: Path) -> Iterator[subprocess.Popen[byte
         try:
             yield process
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+            stop_process(process, 30)
 
 
 @pytest.mark.timeout(900)

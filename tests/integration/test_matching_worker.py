@@ -38,6 +38,7 @@ from streams.settings import WorkerSettings
 from tests.examples import EXAMPLES
 from tests.kafka_read import read_topic
 from tests.reference_matching import reference
+from tests.sink_run import stop_process
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +155,7 @@ def worker(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop_process(process)
         log.close()
 
 

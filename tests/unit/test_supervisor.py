@@ -39,12 +39,7 @@ def wait_until(check, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyp
 def test_a_dead_child_is_reported_and_restarted_and_one_restarts_on_request(tmp_path: Path) -> None:
     lines: list[str] = []
     with ExitStack() as stack:
-        supervisor = supervised(
-            stack,
-            tmp_path,
-            lines,
-            command=SLEEPER,
-        )
+        supervisor = supervised(stack, tmp_path, lines, command=SLEEPER)
         worker = supervisor("worker", ["w"])
         sink = supervisor("sink", ["s"])
         stop = threading.Event()
@@ -103,12 +98,7 @@ def test_a_crash_loop_backs_off(tmp_path: Path) -> None:
 def test_a_child_that_exits_0_has_finished_and_is_not_restarted(tmp_path: Path) -> None:
     lines: list[str] = []
     with ExitStack() as stack:
-        supervisor = supervised(
-            stack,
-            tmp_path,
-            lines,
-            command=FINISHER,
-        )
+        supervisor = supervised(stack, tmp_path, lines, command=FINISHER)
         child = supervisor("grid", [])
         assert child.process is not None
         child.process.wait(10)
