@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
 
 from schemas.bounds import DEVICE_POWER_W, Bounds
 from schemas.paths import data_home, default_dsn
@@ -156,6 +156,15 @@ class ActionsSettings(LlcrSettings):
     include_embodied: bool = False
     latency_target_h: float = Field(default=24.0, gt=0)
     max_record_g: float = Field(default=1e9, gt=0)
+    unpriced_g_per_kwh: float = Field(
+        default=1200.0,
+        gt=0,
+        description="What energy no intensity priced is owed at until its price arrives "
+        "(conservative: above a grid run on lignite alone); never 0.",
+    )
+    unpriced_zone_g_per_kwh: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="The same, per zone (g/kWh > 0)."
+    )
     capture_units: dict[str, CaptureUnitConfig] = Field(
         default_factory=dict, description="On-site capture unit by site."
     )

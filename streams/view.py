@@ -40,6 +40,18 @@ class Removal:
     credits_retired_g: float = 0.0
     orders: int = 0
     by_hour: dict[int, tuple[float, float]] = field(default_factory=dict)  # obligation, removed
+    # priced or owed: scope-hours whose obligation holds an estimate for unpriced energy
+    estimated_hours: int = 0
+    estimated_g: float = 0.0
+    unpriced_kwh: float = 0.0
+
+    def priced_text(self) -> str:
+        if not self.estimated_hours:
+            return "every kWh priced"
+        return (
+            f"{self.estimated_hours} scope-hour(s) owed on estimates: {self.unpriced_kwh:,.3f} "
+            f"kWh unpriced, {self.estimated_g:,.0f} g at the conservative rate until priced"
+        )
 
     @property
     def debt_g(self) -> float:
@@ -287,7 +299,8 @@ def removal_text(removal: Removal | None) -> str:
         f"removal   obligation {removal.obligation_g:,.0f} g, removed {removal.removed_g:,.0f} g "
         f"(capture {removal.captured_g:,.0f} g net, credits {removal.credits_retired_g:,.0f} g "
         f"retired, {removal.orders} order(s)); carbon debt {removal.debt_g:,.0f} g; "
-        f"{removal.covered_hours} of {removal.scope_hours} scope-hours covered"
+        f"{removal.covered_hours} of {removal.scope_hours} scope-hours covered; "
+        f"{removal.priced_text()}"
     )
 
 
@@ -302,6 +315,8 @@ def status_line(snapshot: Snapshot) -> str:
     newest = max((h.newest_ms for h in snapshot.hosts), default=0)
     removal = snapshot.removal
     debt = "debt ?" if removal is None else f"debt {removal.debt_g:,.0f} g"
+    if removal is not None and removal.estimated_hours:
+        debt += f" ({removal.unpriced_kwh:,.3f} kWh unpriced, owed on estimates)"
     removed = "" if removal is None else f", removed {removal.removed_g:,.0f} g"
     return (
         f"status   {len(snapshot.hosts)} host(s), {snapshot.samples_per_s:,.0f} samples/s, "
@@ -318,7 +333,9 @@ REMOVAL_SQL = (
     "UNION ALL SELECT 'capture', toInt64(0), sum(ifNull(net_g, 0)), 0, 0, 0 "
     "FROM llcr.capture_hourly "
     "UNION ALL SELECT 'credits', toInt64(0), toFloat64(sumIf(quantity_g, status = 'retired')), 0, "
-    "toFloat64(count()), 0 FROM llcr.removal_orders_current"
+    "toFloat64(count()), 0 FROM llcr.removal_orders_current "
+    "UNION ALL SELECT 'estimated', toInt64(0), sum(estimated_g), sum(unpriced_kwh), "
+    "toFloat64(countIf(estimated_g > 0)), 0 FROM llcr.obligation_basis_hourly"
 )
 
 
@@ -334,6 +351,7 @@ def removal_of(rows: Sequence[Sequence[Any]]) -> Removal:
             values[str(kind)] = numbers
     total = values.get("total", (0.0, 0.0, 0.0, 0.0))
     credits = values.get("credits", (0.0, 0.0, 0.0, 0.0))
+    estimated = values.get("estimated", (0.0, 0.0, 0.0, 0.0))
     return Removal(
         obligation_g=total[0],
         removed_g=total[1],
@@ -343,4 +361,7 @@ def removal_of(rows: Sequence[Sequence[Any]]) -> Removal:
         credits_retired_g=credits[0],
         orders=int(credits[2]),
         by_hour=by_hour,
+        estimated_hours=int(estimated[2]),
+        estimated_g=estimated[0],
+        unpriced_kwh=estimated[1],
     )

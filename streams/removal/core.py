@@ -4,6 +4,11 @@ Quantities are integer milligrams inside (the ledger shows grams), so sums are e
 
 * An emission record (final or revised) adds ``emissions × (1 + buffer)`` to the
   obligation of its scope-hour; a revision adds the difference, up or down.
+* Priced or owed: energy the record could not price (no intensity, or only part of the
+  hour priced) is never 0 g. It is owed at a conservative estimate
+  (:attr:`Policy.unpriced_g_per_kwh`, never below the hour's own priced intensity), the
+  ledger entry says how much is estimated, and the revision that prices it moves the
+  obligation to the measured value.
 * Removals (net capture telemetry, retired credits) enter a per-scope pool of lots.
 * :meth:`Book.allocate` moves pooled removal to the earliest unmatched hour of the scope
   first, and releases what a downward revision left over-covered back to the pool.
@@ -131,25 +136,53 @@ class Policy:
     include_embodied: bool = False
     latency_target_h: float = 24.0
     max_record_g: float = 1e9  # one record above a tonne-thousand is absurd
+    # what unpriced energy is owed at, until its price arrives: above a grid run on
+    # lignite alone (about 1,100 g/kWh over the life cycle), per zone where configured
+    unpriced_g_per_kwh: float = 1200.0
+    unpriced_zone_g_per_kwh: Mapping[str, float] = field(default_factory=dict)
+
+    def unpriced_rate(self, zone: str) -> float:
+        return self.unpriced_zone_g_per_kwh.get(zone, self.unpriced_g_per_kwh)
+
+
+@dataclass(frozen=True)
+class Obligation:
+    """What one emission record owes, and on what basis (grams before the buffer)."""
+
+    total_mg: int  # (priced + estimated [+ embodied]) x (1 + buffer)
+    priced_g: float  # priced by intensity events (measured or the provider's estimates)
+    estimated_g: float  # owed for unpriced energy at ``estimate_g_per_kwh``
+    unpriced_kwh: float
+    estimate_g_per_kwh: float
 
 
 def scope_of(record: EmissionHour, mode: ScopeMode) -> str:
     return f"tenant:{record['tenant']}" if mode == "tenant" else f"site:{record['site']}"
 
 
-def record_obligation_mg(record: EmissionHour, policy: Policy) -> int:
-    """emissions × (1 + buffer) of one record, validated."""
+def obligation_of(record: EmissionHour, policy: Policy) -> Obligation:
+    """emissions × (1 + buffer) of one record, validated; its unpriced energy owed at the
+    conservative estimate (see the module doc)."""
     priced = record.get("average")
-    grams = priced["emissions_g"] if priced else 0.0
-    if policy.include_embodied:
-        grams += record["embodied_g"]
+    priced_g = priced["emissions_g"] if priced else 0.0
+    fraction = priced["priced_fraction"] if priced else 0.0
+    energy = record["energy_kwh"]
+    for name, value in (("emissions", priced_g), ("energy", energy), ("priced share", fraction)):
+        if not math.isfinite(value) or value < 0:
+            raise RejectedError("negative_obligation", f"{name} of {value} cannot be an obligation")
+    unpriced_kwh = energy * (1 - min(1.0, fraction))
+    rate = policy.unpriced_rate(record["zone"])
+    if priced and fraction > 0:  # never below what the hour's priced part shows
+        rate = max(rate, priced["intensity_g_per_kwh"])
+    estimated_g = unpriced_kwh * rate
+    grams = priced_g + estimated_g + (record["embodied_g"] if policy.include_embodied else 0.0)
     if not math.isfinite(grams) or grams < 0:
         raise RejectedError(
             "negative_obligation", f"emissions of {grams} g cannot be an obligation"
         )
     if grams > policy.max_record_g:
         raise RejectedError("absurd_obligation", f"{grams:.0f} g in one GPU-hour is not plausible")
-    return to_mg(grams * (1 + policy.buffer))
+    return Obligation(to_mg(grams * (1 + policy.buffer)), priced_g, estimated_g, unpriced_kwh, rate)
 
 
 class Book:
@@ -192,7 +225,9 @@ class Book:
         site = self.sites.setdefault(
             (payload["site"], hour), SiteHour(payload["site"], payload["zone"], hour)
         )
-        now = RecordState(scope, payload["total_mg"], payload["energy_kwh"], payload["emissions_g"])
+        # capture planning sees the estimate for unpriced energy too (conservative)
+        grams = payload["emissions_g"] + payload.get("estimated_g", 0.0)
+        now = RecordState(scope, payload["total_mg"], payload["energy_kwh"], grams)
         before = self.records.get(payload["record_id"], RecordState(scope, 0, 0.0, 0.0))
         site.energy_kwh += now.energy_kwh - before.energy_kwh
         site.emissions_g += now.emissions_g - before.emissions_g
@@ -250,7 +285,8 @@ class Book:
         ref = f"{record['record_id']}:{record['revision']}"
         if ref in self.refs:
             return []
-        total = record_obligation_mg(record, self.policy)
+        owed = obligation_of(record, self.policy)
+        total = owed.total_mg
         scope, hour = scope_of(record, self.policy.scope_mode), record["hour_start_ms"]
         before = self.records.get(record["record_id"])
         if before is not None and before.scope != scope:
@@ -265,7 +301,11 @@ class Book:
             "zone": record["zone"],
             "job_id": record["job_id"],
             "energy_kwh": record["energy_kwh"],
-            "emissions_g": priced["emissions_g"] if priced else 0.0,
+            "emissions_g": owed.priced_g,
+            # priced or owed: what of it is an estimate for energy no intensity priced
+            "estimated_g": owed.estimated_g,
+            "unpriced_kwh": owed.unpriced_kwh,
+            "estimate_g_per_kwh": owed.estimate_g_per_kwh if owed.unpriced_kwh else None,
             "buffer": self.policy.buffer,
             "total_mg": total,
             "intensity_event_ids": priced["intensity_event_ids"] if priced else [],

@@ -121,6 +121,8 @@ class Actions:
             include_embodied=settings.include_embodied,
             latency_target_h=settings.latency_target_h,
             max_record_g=settings.max_record_g,
+            unpriced_g_per_kwh=settings.unpriced_g_per_kwh,
+            unpriced_zone_g_per_kwh=dict(settings.unpriced_zone_g_per_kwh),
         )
         self.book = Book(self.policy)
         self.provider = provider

@@ -37,6 +37,7 @@ from streams.removal.service import Actions, LedgerBrokenError
 from streams.settings import ActionsSettings, ClickHouseSettings, SinkSettings
 from streams.sink.query import endpoint_file, run_query
 from streams.topic_reader import read_to_end
+from streams.view import REMOVAL_SQL, removal_of, removal_text
 from tests.examples import EXAMPLES
 from tests.sink_run import running_sink, wait_for
 from tests.unit.test_removal_core import chain_of
@@ -139,6 +140,37 @@ def folded(kafka: KafkaSettings) -> tuple[Book, list[dict[str, Any]]]:
     return book, entries
 
 
+def send_hour(
+    out: Publisher, intensity: list[tuple[int, float]], hour: int, g_per_kwh: float
+) -> None:
+    """The day's records of one hour, with a late price, a never-priced tenant, a
+    revision and bad input in the hours the test looks at."""
+    for tenant in TENANT_KWH:
+        record = hour_record(hour, tenant, g_per_kwh)
+        if (hour, tenant) == (intensity[6][0], "acme"):  # its price comes late
+            unpriced = copy.deepcopy(record)
+            unpriced["average"] = None
+            out.send("emissions_hourly", "emissions_hourly", unpriced)
+            record.update(status="revised", revision=1)
+        out.send("emissions_hourly", "emissions_hourly", record)
+    if hour == intensity[6][0]:  # a tenant whose energy is never priced: owed
+        never = hour_record(hour, "hooli", g_per_kwh, energy_kwh=2.0)
+        never["average"] = None
+        out.send("emissions_hourly", "emissions_hourly", never)
+    if hour == intensity[3][0]:  # a revision: acme used more energy that hour
+        revised = hour_record(
+            hour, "acme", g_per_kwh, energy_kwh=26.0, status="revised", revision=1
+        )
+        out.send("emissions_hourly", "emissions_hourly", revised)
+    if hour == intensity[5][0]:  # bad input: settled never
+        bad = hour_record(hour, "initech", g_per_kwh, energy_kwh=1.0)
+        bad["average"]["emissions_g"] = -40.0
+        out.send("emissions_hourly", "emissions_hourly", bad)
+        stray: dict[str, Any] = copy.deepcopy(EXAMPLES["capture_telemetry"])
+        stray.update(site="de-site", unit_id=UNIT.unit_id, command_id="cap-unknown")
+        out.send("capture_telemetry", "capture_telemetry", stray)
+
+
 def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it(
     topics: Topics,
     kafka: KafkaSettings,
@@ -176,27 +208,12 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
             for hour, g_per_kwh in intensity:
                 while clock() < hour + HOUR_MS + 60_000:
                     time.sleep(0.05)
-                for tenant in TENANT_KWH:
-                    out.send(
-                        "emissions_hourly", "emissions_hourly", hour_record(hour, tenant, g_per_kwh)
-                    )
-                if hour == intensity[3][0]:  # a revision: acme used more energy that hour
-                    revised = hour_record(
-                        hour, "acme", g_per_kwh, energy_kwh=26.0, status="revised", revision=1
-                    )
-                    out.send("emissions_hourly", "emissions_hourly", revised)
-                if hour == intensity[5][0]:  # bad input: settled never
-                    bad = hour_record(hour, "initech", g_per_kwh, energy_kwh=1.0)
-                    bad["average"]["emissions_g"] = -40.0
-                    out.send("emissions_hourly", "emissions_hourly", bad)
-                    stray: dict[str, Any] = copy.deepcopy(EXAMPLES["capture_telemetry"])
-                    stray.update(site="de-site", unit_id=UNIT.unit_id, command_id="cap-unknown")
-                    out.send("capture_telemetry", "capture_telemetry", stray)
+                send_hour(out, intensity, hour, g_per_kwh)
 
             def covered() -> bool:
                 book, _ = folded(kafka)
                 hours = [a for a in book.hours.values() if a.obligation_mg]
-                return len(hours) == 48 and all(a.remaining_mg == 0 for a in hours)
+                return len(hours) == 49 and all(a.remaining_mg == 0 for a in hours)
 
             wait_for(covered, timeout_s=120, what="every hour covered")
         provider.close()
@@ -208,6 +225,8 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
         for tenant, kwh in TENANT_KWH.items():
             used = 26.0 if (hour, tenant) == (intensity[3][0], "acme") else kwh
             expected[(f"tenant:{tenant}", hour)] = round(used * g_per_kwh * 1.1 * 1000)
+    # priced or owed: 2 kWh no intensity priced are owed at 1,200 g/kWh, never 0 g
+    expected[("tenant:hooli", intensity[6][0])] = round(2.0 * 1200 * 1.1 * 1000)
     from_records: dict[tuple[str, int], int] = defaultdict(int)
     parasitic: dict[tuple[str, int], int] = defaultdict(int)
     for e in entries:
@@ -284,8 +303,19 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
         clickhouse_settings,
         "SELECT count(), max(abs(debt_g)), sum(obligation_g) FROM llcr.carbon_debt_hourly",
     ).rows[0]
-    assert debt[0] == 48 and debt[1] < 0.0005
+    assert debt[0] == 49 and debt[1] < 0.0005
     assert abs(debt[2] - sum(expected.values()) / 1000) < 0.01
+    # what is owed on an estimate says so: the late price replaced acme's, hooli's stays
+    basis = run_query(
+        clickhouse_settings,
+        "SELECT scope, hour_start, round(estimated_g, 6), unpriced_kwh, priced_g "
+        "FROM llcr.obligation_basis_hourly WHERE estimated_g > 0 OR unpriced_kwh > 0",
+    ).rows
+    assert [[s, round(e, 3), k, p] for s, _, e, k, p in basis] == [
+        ["tenant:hooli", 2400.0, 2.0, 0.0]
+    ], basis
+    line = removal_text(removal_of(run_query(clickhouse_settings, REMOVAL_SQL).rows))
+    assert "49 of 49 scope-hours covered; 1 scope-hour(s) owed on estimates: 2.000 kWh" in line
     latency = run_query(
         clickhouse_settings,
         "SELECT countIf(covered_at IS NULL), min(latency_h), max(latency_h) "

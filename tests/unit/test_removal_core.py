@@ -20,6 +20,7 @@ from streams.removal.core import (
     RejectedError,
     quarter_end_ms,
     split_largest_remainder,
+    to_mg,
 )
 from streams.removal.ledger import Chain, Head, verify
 from tests.examples import EXAMPLES, T0
@@ -224,6 +225,45 @@ def test_obligations_revisions_fifo_allocation_and_the_fold() -> None:
     assert [vars(lot) for lot in again.pool[scope]] == [vars(lot) for lot in book.pool[scope]]
     assert verify(entries) == (len(entries), None)
     assert json.loads(entries[0]["payload_json"])["intensity_event_ids"]
+
+
+def test_unpriced_energy_is_owed_at_a_conservative_estimate_until_its_price_arrives() -> None:
+    book = Book(Policy(buffer=0.1, unpriced_zone_g_per_kwh={"FR": 100.0}))
+    scope = f"tenant:{EXAMPLES['emissions_hourly']['tenant']}"
+    # no intensity at all: 2 kWh owed at 1,200 g/kWh, never 0 g
+    unpriced = emission("u", T0, 0.0, energy_kwh=2.0)
+    unpriced["average"] = None
+    [entry] = book.record_emission(unpriced, 1)
+    payload = json.loads(entry["payload_json"])
+    assert entry["quantity_g"] == pytest.approx(2.0 * 1200 * 1.1)
+    assert payload["emissions_g"] == 0.0 and payload["estimated_g"] == pytest.approx(2400.0)
+    assert payload["unpriced_kwh"] == 2.0 and payload["estimate_g_per_kwh"] == 1200.0
+    # half the hour priced at 300 g/kWh: the other half at the estimate
+    half = emission("h", T0 + HOUR_MS, 150.0, energy_kwh=1.0)
+    half["average"] = dict(half["average"], priced_fraction=0.5, intensity_g_per_kwh=300.0)
+    [entry] = book.record_emission(half, 2)
+    assert entry["quantity_g"] == pytest.approx((150.0 + 0.5 * 1200) * 1.1)
+    # a zone estimate below the hour's own priced intensity is raised to it
+    fr = emission("f", T0, 150.0, zone="FR", energy_kwh=1.0)
+    fr["average"] = dict(fr["average"], priced_fraction=0.5, intensity_g_per_kwh=300.0)
+    [entry] = book.record_emission(fr, 3)
+    assert json.loads(entry["payload_json"])["estimate_g_per_kwh"] == 300.0
+    # covered on the estimate, then priced at 250 g/kWh: the obligation falls to the
+    # measured value and the excess is released for the next hour
+    entries = book.record_removal(
+        "credit_retirement", {scope: 10**7}, "c1", removal_at_ms=4, payload={}, now_ms=4
+    )
+    entries += book.allocate(5)
+    assert book.hours[(scope, T0)].remaining_mg == 0
+    priced = emission("u", T0, 500.0, energy_kwh=2.0, status="revised", revision=1)
+    [revision] = book.record_emission(priced, 6)
+    assert revision["quantity_g"] == pytest.approx((500.0 - 2400.0) * 1.1)
+    payload = json.loads(revision["payload_json"])
+    assert payload["estimated_g"] == 0.0 and payload["estimate_g_per_kwh"] is None
+    book.allocate(7)
+    account = book.hours[(scope, T0)]
+    assert account.obligation_mg == to_mg((500.0 + 150.0 + 0.5 * 300) * 1.1)
+    assert account.covered_mg == account.obligation_mg  # the excess went back to the pool
 
 
 def test_absurd_and_negative_obligations_are_rejected() -> None:

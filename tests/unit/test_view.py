@@ -96,10 +96,11 @@ def test_signals_and_removal_in_the_lines_and_the_tables() -> None:
         ("hour", T0 + H, 30.0, 0.0, 0, 0),
         ("capture", 0, 45.0, 0, 0, 0),
         ("credits", 0, 15.0, 0, 1.0, 0),
+        ("estimated", 0, 24.0, 0.02, 1.0, 0),
     ]
     removal = removal_of(rows)
     assert removal == Removal(
-        100.0, 60.0, 1, 2, 45.0, 15.0, 1, {T0: (70.0, 60.0), T0 + H: (30.0, 0.0)}
+        100.0, 60.0, 1, 2, 45.0, 15.0, 1, {T0: (70.0, 60.0), T0 + H: (30.0, 0.0)}, 1, 24.0, 0.02
     )
     assert removal.debt_g == 40.0
     view.on_removal(removal)
@@ -110,6 +111,7 @@ def test_signals_and_removal_in_the_lines_and_the_tables() -> None:
     assert (
         "1 host(s)" in line and "removed 60 g, debt 40 g" in line and "DE eco (120 g/kWh)" in line
     )
+    assert "0.020 kWh unpriced, owed on estimates" in line
     console = Console(record=True, width=160)
     console.print(render(snap))
     text = console.export_text()
@@ -121,5 +123,6 @@ def test_signals_and_removal_in_the_lines_and_the_tables() -> None:
         "60.0",
         "carbon debt 40 g",
         "1 of 2 scope-hours",
+        "owed on estimates: 0.020 kWh unpriced, 24 g",
     ):
         assert expected in text, text
