@@ -208,6 +208,11 @@ def bundled_grid_files() -> list[Path]:
     default=None,
     help="With --start: the wall-clock epoch ms at which the simulated clock reads --start.",
 )
+@click.option(
+    "--utc-offset",
+    default=None,
+    help="The UTC offset (+hh:mm) of naive local times in the files (default: refuse them).",
+)
 @click.option("--once", is_flag=True, help="Poll the providers once and exit.")
 @click.option("--bootstrap", default=None, help="Kafka bootstrap servers (default from settings).")
 @click.pass_context
@@ -219,6 +224,7 @@ def grid(
     speed: float,
     start: str | None,
     anchor_ms: int | None,
+    utc_offset: str | None,
     once: bool,
     bootstrap: str | None,
 ) -> None:
@@ -230,6 +236,8 @@ def grid(
     if bootstrap:
         kafka = settings.kafka.model_copy(update={"bootstrap_servers": bootstrap})
         settings = settings.model_copy(update={"kafka": kafka})
+    if utc_offset is not None:
+        settings = settings.model_copy(update={"file_utc_offset": utc_offset})
     stop = _stop_on_signals()
     paths = [*files, *(bundled_grid_files() if bundled else [])]
     if paths:

@@ -73,6 +73,11 @@ class GridFeederSettings(LlcrSettings):
 
     zones: list[str] = Field(default_factory=lambda: ["DE"])
     ceiling_g_per_kwh: float = Field(default=2000.0, gt=0)
+    file_utc_offset: str | None = Field(
+        default=None,
+        description="Imported files: the UTC offset (+hh:mm) of naive local times; without "
+        "it a file with naive times is refused.",
+    )
     poll_interval_s: float = Field(default=300.0, gt=0)
     average_chain: list[ProviderName] = Field(
         default_factory=lambda: list(DEFAULT_AVERAGE_CHAIN),

@@ -39,6 +39,7 @@ import click
 
 from agents.cli import bundled_grid_files
 from schemas.admin import create_topics
+from schemas.errors import ConfigError
 from schemas.paths import data_home, default_dsn
 from schemas.records import EmissionHour
 from schemas.settings import KafkaSettings
@@ -117,6 +118,18 @@ STAGGER_S = 1.5
     help=f"Simulated start time (default: the hour of the first trace reading, else {SIM_START}).",
 )
 @click.option(
+    "--variant",
+    type=click.Choice(["direct", "lifecycle"]),
+    default=None,
+    help="The average-intensity variant the worker prices and signals use (default: "
+    "lifecycle, or direct with --live). A grid file without it fails at start.",
+)
+@click.option(
+    "--grid-utc-offset",
+    default=None,
+    help="The UTC offset (+hh:mm) of naive local times in --grid-file (default: refuse them).",
+)
+@click.option(
     "--live",
     is_flag=True,
     help="Run on the wall clock instead of replaying 2023: this machine's GPUs through NVML "
@@ -143,9 +156,19 @@ def up(
     start: str | None,
     live: bool,
     plain: bool,
+    variant: str | None,
+    grid_utc_offset: str | None,
 ) -> None:
     """Run the whole pipeline on this machine (embedded broker + chDB)."""
     home = (data_dir or data_home()).absolute()
+    if live and (grid_files or gpu_traces or start):
+        raise click.UsageError(
+            "--live runs on the wall clock: no --grid-file, --gpu-trace, --start"
+        )
+    started = time.monotonic()
+    # what cannot work fails before a run directory exists (and the store link moves)
+    variant = variant or ("direct" if live else "lifecycle")
+    zone_list = _zones(zones, grid_files, variant, grid_utc_offset)
     # The broker is in memory: nothing of an earlier run may meet this one (its store, the
     # feeder's revision log, spools). A run is a directory of its own.
     data_dir = new_run_dir(home)
@@ -153,12 +176,6 @@ def up(
     click.echo(f"run dir   {data_dir} (store linked as {home / 'chdb'})")
     stop = threading.Event()
     stop_on_signals(stop)
-    started = time.monotonic()
-    zone_list = _zones(zones, grid_files)
-    if live and (grid_files or gpu_traces or start):
-        raise click.UsageError(
-            "--live runs on the wall clock: no --grid-file, --gpu-trace, --start"
-        )
     start = start or (_trace_start(gpu_traces) if gpu_traces else SIM_START)
     nvml = live and _has_nvml()
     sim_hosts = hosts if hosts is not None else (0 if gpu_traces or nvml else 3)
@@ -173,6 +190,7 @@ def up(
             **clock.env(),
         }
         click.echo(f"clock     {clock}")
+        click.echo(f"pricing   average intensity, {variant} variant (worker and signals)")
         spawn = Supervisor(stack, data_dir / "logs", env, data_dir / "control", report=click.echo)
         (data_dir / "up.pid").write_text(str(os.getpid()))
         # started first, stopped last: it stores what the others emit while stopping
@@ -186,7 +204,7 @@ def up(
             LLCR_ZONES="[" + ",".join(f'"{z}"' for z in zone_list) + "]",
             LLCR_GRACE_S=str(max(5.0, clock.speed)),
             LLCR_MAX_WAIT_S="10",
-            LLCR_AVERAGE_VARIANT="direct" if live else "lifecycle",
+            LLCR_AVERAGE_VARIANT=variant,
             # `up` is the demo: its sim hosts are priced (a deployment's worker is not)
             LLCR_ACCEPT_SOURCES='["nvml","replay","sim"]',
             LLCR_LIVE_EVERY_S="0.5",
@@ -201,8 +219,10 @@ def up(
         stop.wait(STAGGER_S)
         _spawn_removal(spawn, zone_list, clock.speed, data_dir)
         signals_port = free_port()
-        spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port))
-        grid = _spawn_grid(spawn, zone_list, grid_files, clock, data_dir / "grid")
+        spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port), LLCR_VARIANT=variant)
+        grid = _spawn_grid(
+            spawn, zone_list, grid_files, clock, data_dir / "grid", utc_offset=grid_utc_offset
+        )
         _spawn_agents(
             spawn,
             zone_list,
@@ -329,7 +349,13 @@ def _has_nvml() -> bool:
 
 
 def _spawn_grid(
-    spawn: Supervisor, zones: list[str], files: tuple[Path, ...], clock: Clock, state_dir: Path
+    spawn: Supervisor,
+    zones: list[str],
+    files: tuple[Path, ...],
+    clock: Clock,
+    state_dir: Path,
+    *,
+    utc_offset: str | None,
 ) -> str:
     """The grid feeder: files replayed on the simulated clock, or (live) the providers
     polled, with each zone's shipped 2023 mean as the static fallback. Says what it runs."""
@@ -337,10 +363,12 @@ def _spawn_grid(
         paths = [str(f) for f in files] or [
             str(f) for f in bundled_grid_files() if f.name.split("_")[0] in zones
         ]
+        offset = {} if utc_offset is None else {"LLCR_FILE_UTC_OFFSET": utc_offset}
         spawn(
             "grid",
             ["agent", "grid", *clock.args(), *[arg for f in paths for arg in ("--from-csv", f)]],
             LLCR_STATE_DIR=str(state_dir),
+            **offset,
         )
         return f"{len(paths)} file(s)"
     fallback = _shipped_means(zones)
@@ -423,24 +451,43 @@ def _spawn_agents(
         )
 
 
-def _zones(zones: str | None, grid_files: tuple[Path, ...]) -> list[str]:
-    """The zones asked for, else the zones of the grid files, else the default ones."""
-    if zones:
-        return [z.strip() for z in zones.split(",") if z.strip()]
-    if not grid_files:
-        return list(DEFAULT_ZONES)
-    from agents.grid.files import read_intensity_csv
+def _zones(
+    zones: str | None, grid_files: tuple[Path, ...], variant: str, utc_offset: str | None
+) -> list[str]:
+    """The zones asked for, else the zones of the grid files, else the default ones.
 
+    Each grid file is read now, so what would leave every hour unpriced fails at start in
+    one line: a file that cannot be read (naive times without ``--grid-utc-offset``), or
+    whose average intensity for a zone it covers is not in the variant priced."""
+    from agents.grid.files import IntensityFileError, parse_utc_offset, read_intensity_csv
+
+    offset = None if utc_offset is None else parse_utc_offset(utc_offset)
     found: list[str] = []
     for path in grid_files:
         with path.open(encoding="utf-8-sig", newline="") as lines:
             try:
-                observations, _ = read_intensity_csv(lines, path.name)
-            except ValueError as exc:
-                raise click.BadParameter(str(exc), param_hint="--grid-file") from exc
+                observations, _ = read_intensity_csv(lines, path.name, offset)
+            except IntensityFileError as exc:
+                raise ConfigError(f"--grid-file {exc}") from None
+        offered: dict[str, set[str]] = {}
+        for o in observations:
+            if o.signal == "average":
+                offered.setdefault(o.zone, set()).add(o.variant)
+        for zone, variants in sorted(offered.items()):
+            if variant not in variants:
+                raise ConfigError(
+                    f"--grid-file {path.name}: its average intensity for {zone} is "
+                    f"{' and '.join(sorted(variants))} only, and up prices the {variant} "
+                    "variant, so every hour would stay unpriced",
+                    hint=f"pass --variant {min(variants)}, or a file with {variant} values",
+                )
         found += sorted({o.zone for o in observations} - set(found))
+    if zones:
+        return [z.strip() for z in zones.split(",") if z.strip()]
+    if not grid_files:
+        return list(DEFAULT_ZONES)
     if not found:
-        raise click.BadParameter("no zone in the grid files", param_hint="--grid-file")
+        raise ConfigError("--grid-file: no zone in the grid files")
     return found
 
 

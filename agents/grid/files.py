@@ -9,7 +9,10 @@ observations, ``direct`` and ``lifecycle``. ``Data Estimated`` true makes them
 
 **Generic** (docs/grid-feeder.md): ``zone,period_start,period_end,value,signal`` and
 optionally ``variant`` (direct), ``kind`` (measured), ``provider``, ``estimation_method``.
-Times are ISO-8601 (naive = UTC) or epoch milliseconds.
+Times are epoch milliseconds or ISO-8601 with an offset (``Z``, ``+02:00``). A naive time
+(no offset) is ambiguous: the file is refused, naming the line, unless the caller names
+the offset its local times have (``utc_offset_min``); it was once read as UTC without a
+word, shifting hours by the local offset.
 
 Rows that cannot be read become :class:`Problem` s naming the line; validation of the
 values (negative, NaN, ceiling, duplicates, gaps) happens in ``validate``.
@@ -19,10 +22,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable
+from datetime import datetime
+from functools import partial
 from typing import cast
 
 from agents.grid.model import HOUR_MS, Observation, Problem
 from schemas.clock import parse_time_ms
+from schemas.errors import ConfigError
 from schemas.records import IntensityKind, Signal, Variant
 
 EM_TIME = "Datetime (UTC)"
@@ -35,22 +41,62 @@ _PORTAL_VARIANTS: tuple[tuple[Variant, str], ...] = (("direct", EM_DIRECT), ("li
 GENERIC = ("zone", "period_start", "period_end", "value", "signal")
 
 
+class IntensityFileError(ConfigError, ValueError):
+    """A whole file cannot be read as intensity (its format, its times): refused at start."""
+
+
+def _file_time_ms(text: str, utc_offset_min: int | None) -> int:
+    """Epoch ms of a generic file's time; a naive ISO time needs ``utc_offset_min``."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is not None:
+        return round(moment.timestamp() * 1000)
+    if utc_offset_min is None:
+        raise IntensityFileError(
+            f"naive time {text!r} (no UTC offset): write it with Z or +hh:mm, or name the "
+            "offset of the file's local times (--utc-offset +hh:mm)"
+        )
+    return parse_time_ms(text) - utc_offset_min * 60_000
+
+
+def parse_utc_offset(text: str) -> int:
+    """Minutes of ``+hh:mm`` / ``-hh:mm`` (or whole minutes), for ``utc_offset_min``."""
+    value = text.strip()
+    try:
+        if ":" in value:
+            sign = -1 if value.startswith("-") else 1
+            hours, minutes = value.lstrip("+-").split(":")
+            total = sign * (int(hours) * 60 + int(minutes))
+        else:
+            total = int(value)
+    except ValueError:
+        raise IntensityFileError(f"UTC offset {text!r} is not +hh:mm") from None
+    if abs(total) > 14 * 60:
+        raise IntensityFileError(f"UTC offset {text!r} is beyond ±14:00")
+    return total
+
+
 def _value(text: str) -> float:
     if not text.strip():
         raise ValueError("empty value")
     return float(text)  # "NaN" parses; validation rejects it with its own reason
 
 
-def read_intensity_csv(lines: Iterable[str], name: str) -> tuple[list[Observation], list[Problem]]:
-    """Observations and unreadable rows of a portal or generic file called ``name``."""
+def read_intensity_csv(
+    lines: Iterable[str], name: str, utc_offset_min: int | None = None
+) -> tuple[list[Observation], list[Problem]]:
+    """Observations and unreadable rows of a portal or generic file called ``name``;
+    :class:`IntensityFileError` for a file it cannot read at all (format, naive times)."""
     reader = csv.reader(lines)
     header = [h.strip() for h in next(reader, [])]
     if EM_TIME in header and EM_DIRECT in header:
         parse_row = _portal_row
     elif all(column in header for column in GENERIC):
-        parse_row = _generic_row
+        parse_row = partial(_generic_row, utc_offset_min=utc_offset_min)
     else:
-        raise ValueError(
+        raise IntensityFileError(
             f"{name}: not an Electricity Maps portal export nor a generic intensity CSV "
             f"(header {header[:6]})"
         )
@@ -68,6 +114,8 @@ def read_intensity_csv(lines: Iterable[str], name: str) -> tuple[list[Observatio
         row = dict(zip(header, values, strict=True))
         try:
             observations.extend(parse_row(row, provider, raw))
+        except IntensityFileError as exc:
+            raise IntensityFileError(f"{name} line {line_no}: {exc}") from None
         except (ValueError, KeyError) as exc:
             problems.append(Problem("bad_row", f"{name} line {line_no}: {exc}", raw))
     return observations, problems
@@ -103,7 +151,9 @@ def _choice(text: str, allowed: tuple[str, ...], what: str) -> str:
     return value
 
 
-def _generic_row(row: dict[str, str], provider: str, raw: str) -> list[Observation]:
+def _generic_row(
+    row: dict[str, str], provider: str, raw: str, *, utc_offset_min: int | None
+) -> list[Observation]:
     signal = cast(Signal, _choice(row["signal"], ("average", "marginal"), "signal"))
     variant = cast(
         Variant, _choice(row.get("variant") or "direct", ("direct", "lifecycle"), "variant")
@@ -115,8 +165,8 @@ def _generic_row(row: dict[str, str], provider: str, raw: str) -> list[Observati
     return [
         Observation(
             zone=row["zone"].strip(),
-            start_ms=parse_time_ms(row["period_start"]),
-            end_ms=parse_time_ms(row["period_end"]),
+            start_ms=_file_time_ms(row["period_start"], utc_offset_min),
+            end_ms=_file_time_ms(row["period_end"], utc_offset_min),
             value=_value(row["value"]),
             signal=signal,
             variant=variant,

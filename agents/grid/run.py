@@ -14,7 +14,7 @@ import httpx
 
 from agents.grid.chain import ProviderChain
 from agents.grid.feeder import Cycle, GridFeeder, dead_letter
-from agents.grid.files import read_intensity_csv
+from agents.grid.files import parse_utc_offset, read_intensity_csv
 from agents.grid.http import ApiClient
 from agents.grid.model import Gap, Problem
 from agents.grid.providers import ElectricityMaps, Neso, Provider, Static, WattTime
@@ -218,9 +218,11 @@ def import_files(
     # events go out paced, long after they are observed: only those sent are saved as
     # published, or a feeder restarted mid-file would never send the rest
     published = feeder.log.copy()
+    named = settings.file_utc_offset
+    offset = None if named is None else parse_utc_offset(named)
     for path in files:
         with path.open(encoding="utf-8-sig", newline="") as lines:
-            observations, unreadable = read_intensity_csv(lines, path.name)
+            observations, unreadable = read_intensity_csv(lines, path.name, offset)
         cycle.problems += unreadable
         feeder.stats.count(Cycle(problems=unreadable))
         cycle.extend(feeder.ingest(observations, rank=0, now_ms=now_ms))

@@ -117,3 +117,21 @@ def test_no_broker_and_no_gpu_are_one_line_and_exit_2(tmp_path: Path) -> None:
     one_line_error(gpu, 2, "no NVIDIA GPU readable through NVML", "--source sim")
     unknown = llcr("agent", "gpu", "--zone", "Narnia", "--site", "s1", "--once")
     one_line_error(unknown, 2, "'Narnia' is not a known grid zone")
+
+
+def test_up_refuses_a_grid_file_it_could_not_price_in_one_line_before_any_run(
+    tmp_path: Path,
+) -> None:
+    header = "zone,period_start,period_end,value,signal\n"
+    naive = tmp_path / "naive.csv"
+    naive.write_text(header + "PL,2025-03-01 00:00,2025-03-01 01:00,610,average\n")
+    direct = tmp_path / "direct.csv"  # no variant column: direct
+    direct.write_text(header + "PL,2025-03-01T00:00Z,2025-03-01T01:00Z,610,average\n")
+    home = tmp_path / "home"
+    done = llcr("up", "--grid-file", str(naive), "--duration", "5", "--data-dir", str(home))
+    one_line_error(done, 2, "naive.csv line 2: naive time '2025-03-01 00:00'", "--utc-offset")
+    done = llcr("up", "--grid-file", str(direct), "--duration", "5", "--data-dir", str(home))
+    one_line_error(
+        done, 2, "average intensity for PL is direct only", "prices the lifecycle", "--variant"
+    )
+    assert not home.exists()  # refused before a run directory or store link was made

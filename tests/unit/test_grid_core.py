@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.grid.files import read_intensity_csv
+from agents.grid.files import IntensityFileError, parse_utc_offset, read_intensity_csv
 from agents.grid.http import retry_after_seconds
 from agents.grid.model import HOUR_MS, Observation
 from agents.grid.revisions import RevisionLog
@@ -182,3 +182,23 @@ def test_retry_after_in_seconds_or_as_a_date() -> None:
     assert retry_after_seconds("120") == 120.0
     assert retry_after_seconds("Sun, 22 Nov 2026 12:00:30 GMT", now) == 30.0
     assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_naive_times_are_refused_unless_the_offset_is_named() -> None:
+    text = (
+        "zone,period_start,period_end,value,signal,variant\n"
+        "US-CAL-CISO,2023-07-01T10:00:00-07:00,1688234400000,250,average,direct\n"
+        "US-CAL-CISO,2023-07-01 11:00,2023-07-01 12:00,240,average,direct\n"
+    )
+    with pytest.raises(IntensityFileError, match=r"mine.csv line 3: naive time '2023-07-01 11:00'"):
+        read_intensity_csv(io.StringIO(text), "mine.csv")
+    observations, problems = read_intensity_csv(
+        io.StringIO(text), "mine.csv", parse_utc_offset("-07:00")
+    )
+    assert problems == []
+    # 10:00 at -07:00 is 17:00 UTC; the naive 11:00 local is 18:00 UTC, not 11:00
+    assert [o.start_ms for o in observations] == [1688230800000, 1688230800000 + 3_600_000]
+    assert parse_utc_offset("+05:30") == 330 and parse_utc_offset("-60") == -60
+    for bad in ("+25:00", "noon"):
+        with pytest.raises(IntensityFileError):
+            parse_utc_offset(bad)
