@@ -56,7 +56,12 @@ class TraceError(ConfigError):
 class Trace:
     devices: list[DeviceInfo]
     readings: list[Reading]  # sorted by time, then GPU index
-    labels: dict[int, JobLabels] = field(default_factory=dict)  # pid -> job labels
+    # the id a process replays as -> its job labels: the trace's pid, or (a pid the trace
+    # reuses for another job later) a new id from that row on
+    labels: dict[int, JobLabels] = field(default_factory=dict)
+
+
+REUSED_PID_BASE = 1 << 40  # ids of reused pids, above any real pid
 
 
 def _column(header: str) -> str:
@@ -101,8 +106,7 @@ def parse_trace(lines: Iterable[str], utc_offset_min: int = 0) -> Trace:
     tz = timezone(timedelta(minutes=utc_offset_min))
     devices: dict[str, DeviceInfo] = {}
     merged: dict[tuple[int, str], Reading] = {}
-    labels: dict[int, JobLabels] = {}
-    synthetic: dict[JobLabels, int] = {}
+    ids = _ProcessIds()
     for line_no, values in enumerate(reader, start=2):
         if not values or all(not v.strip() for v in values):
             continue
@@ -113,9 +117,7 @@ def parse_trace(lines: Iterable[str], utc_offset_min: int = 0) -> Trace:
             raise TraceError(f"trace line {line_no}: {exc}") from exc
         devices.setdefault(device.uuid, device)
         if job is not None:
-            pid = process.pid if process else -(synthetic.setdefault(job, len(synthetic) + 1))
-            labels[pid] = job
-            process = ProcessUse(pid, process.sm_util_pct if process else 0.0)
+            process = ProcessUse(ids.id_of(process, job), process.sm_util_pct if process else 0.0)
         key = (reading.t_ms, device.uuid)
         previous = merged.get(key)
         if previous is None:
@@ -128,7 +130,31 @@ def parse_trace(lines: Iterable[str], utc_offset_min: int = 0) -> Trace:
         raise TraceError("trace has a header but no rows")
     order = {uuid: info.index for uuid, info in devices.items()}
     readings = sorted(merged.values(), key=lambda r: (r.t_ms, order[r.uuid]))
-    return Trace(sorted(devices.values(), key=lambda d: d.index), readings, labels)
+    return Trace(sorted(devices.values(), key=lambda d: d.index), readings, ids.labels)
+
+
+class _ProcessIds:
+    """The id each labelled row's process replays as, and the labels of each id."""
+
+    def __init__(self) -> None:
+        self.labels: dict[int, JobLabels] = {}
+        self._synthetic: dict[JobLabels, int] = {}  # jobs of rows without a pid
+        self._current: dict[int, tuple[JobLabels, int]] = {}  # trace pid -> (job now, id)
+
+    def id_of(self, process: ProcessUse | None, job: JobLabels) -> int:
+        if process is None:
+            ident = -(self._synthetic.setdefault(job, len(self._synthetic) + 1))
+        else:  # by (pid, time): a pid reused by another job does not relabel the past
+            seen = self._current.get(process.pid)
+            if seen is None:
+                ident = process.pid
+            elif seen[0] == job:
+                ident = seen[1]
+            else:
+                ident = REUSED_PID_BASE + len(self.labels)
+            self._current[process.pid] = (job, ident)
+        self.labels[ident] = job
+        return ident
 
 
 def _procs(process: ProcessUse | None) -> tuple[ProcessUse, ...]:

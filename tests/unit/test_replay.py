@@ -96,6 +96,28 @@ def test_process_and_job_columns_become_job_shares() -> None:
     assert [(j["job_id"], j["energy_mj"]) for j in second["jobs"]] == [("batch-3", 100_000)]
 
 
+def test_a_pid_reused_by_another_job_keeps_each_interval_on_its_own_job() -> None:
+    text = (
+        "timestamp_ms,gpu,energy_mj,power_limit_w,pid,sm_util_pct,job,tenant\n"
+        "1000,0,0,700,,,,\n"
+        "2000,0,300000,700,11,100,train-1,acme\n"
+        "3000,0,500000,700,11,100,train-1,acme\n"
+        "4000,0,900000,700,11,100,infer-9,beta\n"  # the OS gave pid 11 to a new job
+    )
+    source = ReplaySource(parse_trace(io.StringIO(text)), speed=0)
+    agent = GpuAgent(HostIdentity("a", "h", "s", "DE", "replay"), source, source.labels_of)
+    agent.sample(10_000)
+    batch = agent.take_batch(0)
+    assert batch is not None
+    samples = batch["samples"]
+    jobs = [[(j["job_id"], j["tenant"], j["energy_mj"]) for j in x["jobs"]] for x in samples]
+    assert jobs == [
+        [("train-1", "acme", 300_000)],
+        [("train-1", "acme", 200_000)],
+        [("infer-9", "beta", 400_000)],
+    ]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
