@@ -250,13 +250,14 @@ def grid(
         for gap in result.gaps:
             click.echo(
                 f"gap {gap.zone} {gap.signal}/{gap.variant}: nothing for "
-                f"{iso(gap.start_ms)}..{iso(gap.end_ms)} (not filled)",
+                f"{iso(gap.start_ms)}..{iso(gap.end_ms)}",
                 err=True,
             )
         click.echo(
             f"read {result.events} event(s): {result.delivered} delivered to "
             f"{settings.kafka.bootstrap_servers}, {result.spooled} left in the spool (sent at "
-            f"next start); rejected {len(result.problems)} input(s); {len(result.gaps)} gap(s)",
+            f"next start); rejected {len(result.problems)} input(s); {len(result.gaps)} gap(s), "
+            f"{result.filled} period(s) filled with flagged estimates",
             err=True,
         )
         return

@@ -112,7 +112,10 @@ class GridCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self._stats
         yield CounterMetricFamily("llcr_grid_events", "Intensity events published.", value=s.events)
-        yield CounterMetricFamily("llcr_grid_gaps", "Gaps reported (not filled).", value=s.gaps)
+        yield CounterMetricFamily("llcr_grid_gaps", "Gaps found.", value=s.gaps)
+        yield CounterMetricFamily(
+            "llcr_grid_filled", "Periods filled with flagged estimates.", value=s.filled
+        )
         rejected = CounterMetricFamily(
             "llcr_grid_rejected", "Inputs rejected, by reason.", labels=["reason"]
         )

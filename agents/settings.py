@@ -8,6 +8,7 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from agents.grid.repair import RepairPolicy
 from schemas.paths import data_home
 from schemas.settings import LlcrSettings
 from schemas.zones import check_site, check_zone
@@ -73,6 +74,30 @@ class GridFeederSettings(LlcrSettings):
 
     zones: list[str] = Field(default_factory=lambda: ["DE"])
     ceiling_g_per_kwh: float = Field(default=2000.0, gt=0)
+    fill_gaps: bool = Field(
+        default=True,
+        description="Fill missing and implausible periods with flagged, conservative "
+        "estimates (agents/grid/repair.py); a real value later replaces them.",
+    )
+    max_fill_h: float = Field(default=48.0, gt=0, description="Longest gap filled.")
+    outlier_window_h: float = Field(
+        default=24.0, gt=0, description="History a value is judged against."
+    )
+    outlier_low_ratio: float = Field(
+        default=0.35, ge=0, lt=1, description="Below this x the window's median: outlier."
+    )
+    outlier_high_ratio: float = Field(
+        default=3.0, gt=1, description="Above this x the window's median: outlier."
+    )
+    outlier_step_ratio: float = Field(
+        default=2.0, gt=1, description="...and a jump by more than this x the last value."
+    )
+    outlier_min_delta_g: float = Field(
+        default=50.0, ge=0, description="...and at least this far from the median (g/kWh)."
+    )
+    outlier_min_history: int = Field(
+        default=6, ge=1, description="Values in the window needed to judge one."
+    )
     file_utc_offset: str | None = Field(
         default=None,
         description="Imported files: the UTC offset (+hh:mm) of naive local times; without "
@@ -107,3 +132,15 @@ class GridFeederSettings(LlcrSettings):
     state_dir: Path = Field(default_factory=lambda: data_home() / "grid")
     history_days: int = Field(default=14, ge=1, description="Revision memory per period.")
     metrics_port: int | None = None
+
+    def repair_policy(self) -> RepairPolicy:
+        return RepairPolicy(
+            fill=self.fill_gaps,
+            max_fill_h=self.max_fill_h,
+            window_h=self.outlier_window_h,
+            low_ratio=self.outlier_low_ratio,
+            high_ratio=self.outlier_high_ratio,
+            step_ratio=self.outlier_step_ratio,
+            min_delta_g=self.outlier_min_delta_g,
+            min_history=self.outlier_min_history,
+        )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from agents.grid.chain import ProviderChain
 from agents.grid.model import Gap, Observation, Problem
+from agents.grid.repair import FILL_RANK, RepairPolicy, is_fill, repair
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import check
 from schemas.records import DeadLetter, GridIntensityEvent
@@ -25,11 +26,13 @@ class Cycle:
     events: list[GridIntensityEvent] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    filled: int = 0  # events that are fills (estimates for missing or implausible periods)
 
     def extend(self, other: Cycle) -> None:
         self.events += other.events
         self.problems += other.problems
         self.gaps += other.gaps
+        self.filled += other.filled
 
 
 @dataclass
@@ -37,11 +40,13 @@ class FeederStats:
     events: int = 0
     problems: dict[str, int] = field(default_factory=dict)
     gaps: int = 0
+    filled: int = 0
     provider_errors: dict[str, int] = field(default_factory=dict)
 
     def count(self, cycle: Cycle) -> None:
         self.events += len(cycle.events)
         self.gaps += len(cycle.gaps)
+        self.filled += cycle.filled
         for problem in cycle.problems:
             self.problems[problem.code] = self.problems.get(problem.code, 0) + 1
 
@@ -55,8 +60,10 @@ class GridFeeder:
         zones: Sequence[str],
         ceiling: float,
         known: Callable[[str], bool],
+        repair_policy: RepairPolicy | None = None,
     ) -> None:
         self._chains = list(chains)
+        self._repair = repair_policy or RepairPolicy()
         self.log = log
         self._zones = list(zones)
         self._ceiling = ceiling
@@ -81,20 +88,25 @@ class GridFeeder:
         return bool(check([observation], ceiling=self._ceiling, known=self._known).good)
 
     def ingest(self, observations: Iterable[Observation], *, rank: int, now_ms: int) -> Cycle:
-        """Validate one batch (a response, a file) and turn what is new into events."""
+        """Validate one batch (a response, a file), take out its implausible values, fill
+        its gaps (``agents.grid.repair``) and turn what is new into events."""
         checked = check(observations, ceiling=self._ceiling, known=self._known)
+        repaired = repair(checked.good, self._repair)
+        observed = [(obs, rank) for obs in repaired.good]
+        observed += [(obs, FILL_RANK) for obs in repaired.fills]
         events = [
             event
-            for obs in checked.good
-            if (event := self.log.observe(obs, rank=rank, published_at_ms=now_ms)) is not None
+            for obs, obs_rank in observed
+            if (event := self.log.observe(obs, rank=obs_rank, published_at_ms=now_ms)) is not None
         ]
-        cycle = Cycle(events, checked.problems, checked.gaps)
+        cycle = Cycle(events, checked.problems + repaired.outliers, repaired.gaps)
+        cycle.filled = sum(1 for e in events if is_fill(e["provider"]))
         self.stats.count(cycle)
         for problem in cycle.problems:
             logger.warning("rejected [%s]: %s", problem.code, problem.reason)
         for gap in cycle.gaps:
             logger.warning(
-                "gap in %s %s/%s: no value for %d..%d (%.1f h); not filled",
+                "gap in %s %s/%s: no value for %d..%d (%.1f h)",
                 gap.zone,
                 gap.signal,
                 gap.variant,

@@ -10,7 +10,9 @@ something:
 * a provider earlier in the zone's chain (more trusted) replacing a fallback's value:
   revision + 1;
 * a fallback provider never replaces a more trusted provider's value, and the same value
-  again is nothing new (idempotent: no event).
+  again is nothing new (idempotent: no event);
+* a fill (``agents.grid.repair``: an estimate for a missing or implausible period) never
+  replaces a provider's value, and a provider's value replaces a fill.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.grid.model import Observation
+from agents.grid.repair import is_fill
 from schemas.records import GridIntensityEvent
 
 Key = tuple[str, str, str, int]  # zone, signal, variant, period start
@@ -49,6 +52,8 @@ class RevisionLog:
         """The event to publish for ``obs`` (None when it changes nothing)."""
         key: Key = (obs.zone, obs.signal, obs.variant, obs.start_ms)
         old = self._entries.get(key)
+        if old is not None and is_fill(obs.provider) and not is_fill(old.provider):
+            return None  # an estimate never replaces a value a provider gave
         if old is None:
             revision = 0
         elif rank > old.rank:

@@ -139,6 +139,7 @@ def new_feeder(settings: GridFeederSettings, chains: Sequence[ProviderChain]) ->
         zones=settings.zones,
         ceiling=settings.ceiling_g_per_kwh,
         known=zone_is_known(settings.zones),
+        repair_policy=settings.repair_policy(),
     )
 
 
@@ -164,8 +165,9 @@ def poll_forever(
             feeder.log.forget_before(now_ms - settings.history_days * DAY_MS)
             feeder.log.save(settings.state_dir / "revisions.json")
             logger.info(
-                "poll: %d event(s), %d rejected, %d gap(s)",
+                "poll: %d event(s) (%d filled), %d rejected, %d gap(s)",
                 len(cycle.events),
+                cycle.filled,
                 len(cycle.problems),
                 len(cycle.gaps),
             )
@@ -186,6 +188,7 @@ class Imported:
     spooled: int = 0  # still in the spool at stop: sent at next start
     problems: list[Problem] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    filled: int = 0  # of the events: estimates for missing or implausible periods
 
 
 def import_files(
@@ -211,6 +214,7 @@ def import_files(
         zones=settings.zones,
         ceiling=settings.ceiling_g_per_kwh,
         known=known,
+        repair_policy=settings.repair_policy(),
     )
     now_ms = int(time.time() * 1000)
     result = Imported()
@@ -260,5 +264,5 @@ def import_files(
     result.delivered = outlet.events.stats.delivered
     result.spooled = outlet.events.stats.spooled_at_stop
     published.save(settings.state_dir / "revisions.json")
-    result.problems, result.gaps = cycle.problems, cycle.gaps
+    result.problems, result.gaps, result.filled = cycle.problems, cycle.gaps, cycle.filled
     return result

@@ -4,18 +4,17 @@ Rejects, with a reason: negative, NaN or infinite values, values above the ceili
 periods with end <= start, zones that are not known, and periods of one series that are
 duplicated or overlap with *different* values (every conflicting observation is
 rejected: there is no way to know which is right). An exact duplicate is published once
-and reported. Gaps between consecutive periods are reported, never filled.
+and reported. Gaps and implausible values are ``agents.grid.repair``'s.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agents.grid.model import Gap, Observation, Problem, iso
+from agents.grid.model import Observation, Problem, iso
 
 ZONE_ID = re.compile(r"^[A-Z]{2}(-[A-Z0-9]+)*$")
 
@@ -24,7 +23,6 @@ ZONE_ID = re.compile(r"^[A-Z]{2}(-[A-Z0-9]+)*$")
 class Checked:
     good: list[Observation] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    gaps: list[Gap] = field(default_factory=list)
 
 
 def zone_is_known(zones: Iterable[str] | None) -> Callable[[str], bool]:
@@ -70,13 +68,7 @@ def check(
             series.setdefault(obs.series, []).append(obs)
     for items in series.values():
         items.sort(key=lambda o: (o.start_ms, o.end_ms))
-        kept = _resolve_overlaps(items, out.problems)
-        out.good.extend(kept)
-        out.gaps.extend(
-            Gap(b.zone, b.signal, b.variant, a.end_ms, b.start_ms)
-            for a, b in itertools.pairwise(kept)
-            if b.start_ms > a.end_ms
-        )
+        out.good.extend(_resolve_overlaps(items, out.problems))
     out.good.sort(key=lambda o: (o.start_ms, o.zone, o.signal, o.variant))
     return out
 

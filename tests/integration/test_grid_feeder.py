@@ -387,7 +387,8 @@ def test_cli_imports_a_portal_file_every_hour_exactly_once(
     out = _llcr("agent", "grid", "--from-csv", str(path), env=env)
     assert out.returncode == 0, out.stderr
     assert "read 17520 event(s): 17520 delivered to" in out.stderr
-    assert "0 left in the spool (sent at next start); rejected 0 input(s); 0 gap(s)" in out.stderr
+    # the file's two real glitches (2 h each, "96-99 % renewable"), both variants: replaced
+    assert "rejected 8 input(s); 4 gap(s), 8 period(s) filled with flagged" in out.stderr
     again = _llcr("agent", "grid", "--from-csv", str(path), env=env)  # idempotent
     assert "read 0 event(s): 0 delivered" in again.stderr
     events = _intensity_events(kafka, topics, 17520, timeout_s=60, settle_s=1.0)
@@ -395,12 +396,19 @@ def test_cli_imports_a_portal_file_every_hour_exactly_once(
     by_key = {(e["period_start_ms"], e["variant"]): e for e in events}
     assert len(by_key) == 17520  # every hour and variant exactly once
     rows = _portal_rows("GB", 8760)
+    glitches = {f"2023-{day} {hour}:00:00" for day in ("06-07", "09-28") for hour in ("10", "11")}
     for row in rows:
         start = round(datetime.fromisoformat(row[EM_TIME]).replace(tzinfo=UTC).timestamp() * 1000)
-        assert by_key[(start, "direct")]["intensity_g_per_kwh"] == float(row[EM_DIRECT])
-        assert by_key[(start, "lifecycle")]["intensity_g_per_kwh"] == float(row[EM_LCA])
+        for variant, column in (("direct", EM_DIRECT), ("lifecycle", EM_LCA)):
+            event = by_key[(start, variant)]
+            if row[EM_TIME] in glitches:  # an estimate, flagged, never below the glitch
+                assert event["provider"] == "fill:csv:GB_2023_hourly.csv", event
+                assert event["kind"] == "estimated"
+                assert event["intensity_g_per_kwh"] > 5 * float(row[column])
+            else:
+                assert event["intensity_g_per_kwh"] == float(row[column])
+                assert event["provider"] == "csv:GB_2023_hourly.csv"
         assert by_key[(start, "direct")]["period_end_ms"] == start + HOUR_MS
-    assert {e["provider"] for e in events} == {"csv:GB_2023_hourly.csv"}
     assert {e["revision"] for e in events} == {0}
 
 
@@ -453,11 +461,15 @@ def test_cli_reports_every_bad_row_and_publishes_nothing_bad(
     gaps = sorted(line.split(":")[0] for line in lines if line.startswith("gap"))
     # direct: 3-5 rejected and 7-8 missing; lifecycle: 7-8 missing
     assert gaps == ["gap DE average/direct", "gap DE average/direct", "gap DE average/lifecycle"]
-    expected = 6 + 3 + 2 + 6  # hours 0-2 both; 3-5 lifecycle only; 6 once; 9-11 both
+    # hours 0-2 both; 3-5 lifecycle only; 6 once; 9-11 both; and the gaps filled with
+    # flagged estimates: direct 3-5 and 7-8, lifecycle 7-8
+    expected = 6 + 3 + 2 + 6 + 7
     assert f"read {expected} event(s): {expected} delivered to" in out.stderr
-    assert "rejected 8 input(s); 3 gap(s)" in out.stderr
+    assert "rejected 8 input(s); 3 gap(s), 7 period(s) filled" in out.stderr
     events = _intensity_events(kafka, topics, expected, settle_s=1.0)
     assert len(events) == expected
+    fills = [e for e in events if e["provider"] == "fill:csv:DE_bad.csv"]
+    assert len(fills) == 7 and {e["kind"] for e in fills} == {"estimated"}
     assert all(0 <= e["intensity_g_per_kwh"] < 2000 for e in events)
     assert 333.0 not in {e["intensity_g_per_kwh"] for e in events}
     letters = read_topic(
@@ -482,7 +494,7 @@ def test_import_keeps_original_timestamps_and_paces_by_speed(
             f"GB,2023-03-15T0{h}:00Z,2023-03-15T0{h}:30Z,{180 + h},average\n" for h in range(4)
         )
     )
-    settings = _settings(kafka, tmp_path)
+    settings = _settings(kafka, tmp_path, fill_gaps=False)  # pacing only: the gaps stay
     started = time.monotonic()
     result = import_files(settings, [path], speed=1800.0, stop=threading.Event())
     took = time.monotonic() - started
@@ -511,7 +523,11 @@ def test_import_on_a_shared_clock_sends_each_period_when_the_clock_reaches_it(
     clock = simulated_clock("2023-03-15T01:00:00Z", 1800.0, anchor_ms)
     started = time.time()
     result = import_files(
-        _settings(kafka, tmp_path), [path], speed=1800.0, stop=threading.Event(), clock=clock
+        _settings(kafka, tmp_path, fill_gaps=False),
+        [path],
+        speed=1800.0,
+        stop=threading.Event(),
+        clock=clock,
     )
     took = time.time() - started
     assert result.events == 4 and result.problems == []

@@ -12,6 +12,7 @@ import pytest
 from agents.grid.files import IntensityFileError, parse_utc_offset, read_intensity_csv
 from agents.grid.http import retry_after_seconds
 from agents.grid.model import HOUR_MS, Observation
+from agents.grid.repair import RepairPolicy, repair
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import check, zone_is_known
 
@@ -124,9 +125,8 @@ def test_conflicting_overlaps_reject_all_members_and_exact_duplicates_pass_once(
         "conflicting_duplicate",
         "duplicate",
     ]
-    assert [((g.start_ms - T0) // HOUR_MS, (g.end_ms - T0) // HOUR_MS) for g in checked.gaps] == [
-        (1, 7)
-    ]
+    gaps = repair(checked.good, RepairPolicy()).gaps
+    assert [((g.start_ms - T0) // HOUR_MS, (g.end_ms - T0) // HOUR_MS) for g in gaps] == [(1, 7)]
 
 
 def test_series_are_validated_separately() -> None:
@@ -135,7 +135,8 @@ def test_series_are_validated_separately() -> None:
         ceiling=2000,
         known=zone_is_known(None),
     )
-    assert len(checked.good) == 3 and checked.problems == [] and checked.gaps == []
+    assert len(checked.good) == 3 and checked.problems == []
+    assert repair(checked.good, RepairPolicy()).gaps == []
 
 
 def test_revisions_count_changes_and_ignore_repeats() -> None:
