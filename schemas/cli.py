@@ -31,6 +31,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "ledger": ("streams.cli:ledger", "Verify the hash-chained removal ledger."),
     "signals": ("streams.cli:signals", "Eco tier, routing and follow-the-sun (llcr[streams])."),
     "report": ("streams.cli:report", "HTML/PNG report of emissions, removal and debt."),
+    "compare": ("streams.cli:compare", "Hourly matching against the annual-average method."),
 }
 
 

@@ -266,6 +266,41 @@ def report(ctx: click.Context, out: Path, png: Path | None, dsn: str | None) -> 
     click.echo(f"wrote {out}" + (f" and {png}" if png else ""))
 
 
+@click.command()
+@click.option(
+    "--by",
+    type=click.Choice(["job", "tenant", "zone"]),
+    default="job",
+    show_default=True,
+    help="One row per zone and job (tenant / job), per zone and tenant, or per zone.",
+)
+@click.option("--since", default=None, help="First day (YYYY-MM-DD, UTC; default: all).")
+@click.option("--until", default=None, help="Last day, inclusive (YYYY-MM-DD, UTC).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
+@click.pass_context
+def compare(
+    ctx: click.Context, *, by: str, since: str | None, until: str | None, fmt: str, dsn: str | None
+) -> None:
+    """Emissions by exact hourly matching against the annual-average method (the zone's
+    mean intensity over the year), with the difference in g and %."""
+    from streams.report import comparison_sql
+    from streams.sink.query import render, run_query
+
+    try:
+        sql = comparison_sql(by, since, until)  # type: ignore[arg-type]
+    except ValueError as exc:
+        hint = "--since/--until"
+        raise click.BadParameter(f"{exc} (a day: YYYY-MM-DD)", param_hint=hint) from None
+    click.echo(render(run_query(_sink_settings(ctx, dsn).clickhouse, sql), fmt))  # type: ignore[arg-type]
+
+
 @click.group()
 def signals() -> None:
     """Carbon-aware signals: eco tier, intensity context, routing, follow-the-sun."""

@@ -13,9 +13,9 @@ import io
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from streams.settings import ClickHouseSettings
 from streams.sink.query import run_query
@@ -137,6 +137,60 @@ PANELS = (
 )
 
 
+ComparisonKey = Literal["job", "tenant", "zone"]
+_COMPARISON_KEYS: dict[str, tuple[str, ...]] = {
+    "job": ("zone", "tenant", "job_id"),
+    "tenant": ("zone", "tenant"),
+    "zone": ("zone",),
+}
+
+
+def comparison_sql(by: ComparisonKey, since: str | None = None, until: str | None = None) -> str:
+    """SQL of hourly matching against the annual average (view ``hourly_vs_annual_daily``),
+    grouped ``by`` job, tenant or zone over [since, until] (ISO days), largest gap first."""
+    keys = ", ".join(_COMPARISON_KEYS[by])
+    where = []
+    for bound, op in ((since, ">="), (until, "<=")):
+        if bound is not None:
+            day = date.fromisoformat(bound)  # ValueError on anything but a day: no SQL text
+            where.append(f"day {op} toDate('{day.isoformat()}')")
+    return (
+        f"SELECT {keys}, variant, round(kwh, 3) AS priced_kwh, round(hourly, 1) AS hourly_g, "
+        "round(annual, 1) AS annual_average_g, round(annual - hourly, 1) AS difference_g, "
+        "round(100 * (annual - hourly) / nullIf(hourly, 0), 1) AS difference_pct "
+        f"FROM (SELECT {keys}, any(variant) AS variant, sum(priced_kwh) AS kwh, "
+        "sum(hourly_g) AS hourly, sum(annual_g) AS annual FROM llcr.hourly_vs_annual_daily "
+        f"{'WHERE ' + ' AND '.join(where) if where else ''} GROUP BY {keys}) "
+        "ORDER BY abs(annual - hourly) DESC"
+    )
+
+
+def comparison_section(q: Query) -> str:
+    """What hourly matching changes: per zone and tenant, the grams hour by hour against
+    the zone's annual mean over the same energy (the method most tools use)."""
+    title = "Hourly matching vs the annual average"
+    caption = (
+        "Per zone and tenant: emissions matched hour by hour against the zone's annual "
+        "mean intensity times the same priced energy. A positive difference: the annual "
+        "average overstates."
+    )
+    rows = q(comparison_sql("tenant") + " LIMIT 20")
+    if not rows:
+        body = "<p class='empty'>No data yet.</p>"
+    else:
+        head = ("zone", "tenant", "variant", "kWh", "hourly g", "annual-average g", "Δ g", "Δ %")
+        cells = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+            for row in rows
+        )
+        body = (
+            "<table class='compare'><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head)
+            + f"</tr>{cells}</table>"
+        )
+    return f"<section><h2>{title}</h2><p class='caption'>{caption}</p>{body}</section>"
+
+
 def headline(q: Query) -> list[tuple[str, str]]:
     e = q(
         "SELECT round(sum(energy_kwh), 3), round(sum(emissions_average_g)), count(), "
@@ -201,6 +255,7 @@ def build(query: Query) -> tuple[str, bytes]:
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in headline(query)
     )
+    sections.append(comparison_section(query))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>llcr report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"

@@ -338,6 +338,7 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
     assert drawn.exit_code == 0, drawn.output
     text = page.read_text()
     assert text.count("<svg") == 4 and "No data yet" in text and "Matching score" in text
+    assert "Hourly matching vs the annual average" in text
     assert image.read_bytes().startswith(b"\x89PNG")
     target = len(entries) // 2
     from streams.store.client import connect

@@ -55,6 +55,9 @@ VIEWS = [
     "grid_intensity_current",
     "removal_orders_current",
     "dead_letters_daily",
+    "obligation_basis_hourly",
+    "annual_mean_intensity",
+    "hourly_vs_annual_daily",
 ]
 
 
