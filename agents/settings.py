@@ -6,12 +6,12 @@ import socket
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from agents.grid.repair import RepairPolicy
 from schemas.paths import data_home
 from schemas.settings import LlcrSettings
-from schemas.zones import check_site, check_zone
+from schemas.zones import canonical_zone, check_site, check_zone
 
 
 class GpuAgentSettings(LlcrSettings):
@@ -56,6 +56,12 @@ class GpuAgentSettings(LlcrSettings):
     job: str | None = Field(default=None, description="Job label for all GPU energy (LLCR_JOB).")
     tenant: str | None = None
     model: str | None = None
+
+    @field_validator("zone", mode="before")
+    @classmethod
+    def _zone_of_alias(cls, value: object) -> object:
+        """A WattTime region or EIA balancing authority: the zone it names."""
+        return canonical_zone(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _known_zone_and_site(self) -> Self:

@@ -36,6 +36,41 @@ NZ PE SA SG TW AE UY ZA HK ID MY TH VN PH EG MA KE NG
 """
 KNOWN_ZONES: frozenset[str] = frozenset((_EUROPE + _NORTH_AMERICA + _REST).split())
 
+# The same grids in other vocabularies: EIA-930 balancing-authority codes (exact) and
+# WattTime regions (a WattTime region is priced by the balancing authority containing it).
+# A file or a setting naming one of these is read as the zone; anything else is refused.
+EIA_BALANCING_AUTHORITIES: dict[str, str] = {
+    "CISO": "US-CAL-CISO", "BANC": "US-CAL-BANC", "LDWP": "US-CAL-LDWP", "IID": "US-CAL-IID",
+    "TIDC": "US-CAL-TIDC", "PJM": "US-MIDA-PJM", "ERCO": "US-TEX-ERCO", "NYIS": "US-NY-NYIS",
+    "ISNE": "US-NE-ISNE", "MISO": "US-MIDW-MISO", "SWPP": "US-CENT-SWPP", "BPAT": "US-NW-BPAT",
+    "TVA": "US-TEN-TVA", "SOCO": "US-SE-SOCO", "DUK": "US-CAR-DUK", "FPL": "US-FLA-FPL",
+    "PACE": "US-NW-PACE", "PACW": "US-NW-PACW", "AZPS": "US-SW-AZPS", "SRP": "US-SW-SRP",
+}  # fmt: skip
+WATTTIME_REGIONS: dict[str, str] = {
+    "CAISO_NORTH": "US-CAL-CISO", "CAISO_ESCONDIDO": "US-CAL-CISO", "CAISO_LONGBEACH":
+    "US-CAL-CISO", "CAISO_PALMSPRINGS": "US-CAL-CISO", "CAISO_REDDING": "US-CAL-CISO",
+    "CAISO_SANBERNARDINO": "US-CAL-CISO", "CAISO_SANDIEGO": "US-CAL-CISO",
+    "ERCOT_AUSTIN": "US-TEX-ERCO", "ERCOT_COAST": "US-TEX-ERCO", "ERCOT_EASTTX":
+    "US-TEX-ERCO", "ERCOT_HIDALGO": "US-TEX-ERCO", "ERCOT_NORTHCENTRAL": "US-TEX-ERCO",
+    "ERCOT_PANHANDLE": "US-TEX-ERCO", "ERCOT_SANANTONIO": "US-TEX-ERCO", "ERCOT_SECOAST":
+    "US-TEX-ERCO", "ERCOT_SOUTHTX": "US-TEX-ERCO", "ERCOT_WESTTX": "US-TEX-ERCO",
+    "NYISO_NYC": "US-NY-NYIS", "NYISO_LONGIL": "US-NY-NYIS", "NYISO_HUDVL": "US-NY-NYIS",
+    "ISONE_CT": "US-NE-ISNE", "ISONE_ME": "US-NE-ISNE", "ISONE_NEMA": "US-NE-ISNE",
+    "ISONE_NH": "US-NE-ISNE", "ISONE_RI": "US-NE-ISNE", "ISONE_SEMA": "US-NE-ISNE",
+    "ISONE_VT": "US-NE-ISNE", "ISONE_WCMA": "US-NE-ISNE", "PJM_DC": "US-MIDA-PJM",
+    "PJM_NJ": "US-MIDA-PJM", "PJM_CHICAGO": "US-MIDA-PJM", "PJM_ROANOKE": "US-MIDA-PJM",
+    "PJM_SOUTHWEST_OH": "US-MIDA-PJM", "PJM_EASTERN_KY": "US-MIDA-PJM", "BPA": "US-NW-BPAT",
+    "SPP_KANSAS": "US-CENT-SWPP", "SPP_TX": "US-CENT-SWPP", "TVA": "US-TEN-TVA",
+}  # fmt: skip
+ZONE_ALIASES: dict[str, str] = {**WATTTIME_REGIONS, **EIA_BALANCING_AUTHORITIES}
+
+
+def canonical_zone(name: str) -> str:
+    """The zone id a name in another vocabulary means (EIA BA code, WattTime region), else
+    ``name`` unchanged (its check comes after)."""
+    return name if name in KNOWN_ZONES else ZONE_ALIASES.get(name, name)
+
+
 _SITE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -44,11 +79,14 @@ def check_zone(zone: str, extra: Iterable[str] = ()) -> str:
     known = KNOWN_ZONES | set(extra)
     if zone in known:
         return zone
+    if zone in ZONE_ALIASES:
+        return ZONE_ALIASES[zone]
     close = difflib.get_close_matches(zone.upper(), sorted(known), n=4, cutoff=0.6)
     near = f"; did you mean {', '.join(close)}?" if close else ""
     regions = sorted({z.split("-")[0] for z in known})
     raise ValueError(
-        f"{zone!r} is not a known grid zone (Electricity Maps zone id, case-sensitive){near} "
+        f"{zone!r} is not a known grid zone (Electricity Maps zone id, case-sensitive, or an "
+        f"EIA balancing authority or WattTime region llcr maps to one){near} "
         f"Known zones start with: {' '.join(regions)}; `llcr zones` lists them all, and the "
         "extra_zones setting adds one"
     )

@@ -208,6 +208,16 @@ def headline(q: Query) -> list[tuple[str, str]]:
         "SELECT round(sum(within_target_g) / nullIf(sum(obligation_g), 0), 4) "
         "FROM llcr.matching_score_daily"
     )[0]
+    owed = q(
+        "SELECT countIf(estimated_g > 0), round(sum(unpriced_kwh), 3), round(sum(estimated_g)) "
+        "FROM llcr.obligation_basis_hourly"
+    )[0]
+    basis = (
+        f"{owed[0]} scope-hour(s) owed on estimates: {owed[1]} kWh unpriced, {owed[2]} g at "
+        "the conservative rate until priced"
+        if owed[0]
+        else "every kWh priced"
+    )
     return [
         ("GPU energy", f"{e[0]} kWh in {e[2]} GPU-job-hours ({e[3]} not yet priced)"),
         ("Emissions", f"{e[1]} gCO2e"),
@@ -215,6 +225,7 @@ def headline(q: Query) -> list[tuple[str, str]]:
         ("Removed and allocated", f"{d[1]} g; outstanding debt {d[2]} g"),
         ("Removal latency", f"median {lat[0]} h, max {lat[1]} h"),
         ("Matching score", f"{score[0]} of the obligation covered within the target"),
+        ("Priced or owed", basis),
     ]
 
 

@@ -115,6 +115,12 @@ class WorkerSettings(LlcrSettings):
     )
     live_every_s: float = Field(default=5.0, gt=0)
     retention_h: float = Field(default=72.0, gt=0, description="How long closed hours can change.")
+    unpriced_retention_h: float = Field(
+        default=72.0,
+        gt=0,
+        description="A closed hour with unpriced energy stays at least this long, so the "
+        "price that comes late revises it (whatever retention_h says).",
+    )
     max_sample_age_h: float | None = Field(
         default=None, description="Refuse samples older than this (None: replays of any age)."
     )

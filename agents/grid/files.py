@@ -30,6 +30,7 @@ from agents.grid.model import HOUR_MS, Observation, Problem
 from schemas.clock import parse_time_ms
 from schemas.errors import ConfigError
 from schemas.records import IntensityKind, Signal, Variant
+from schemas.zones import canonical_zone
 
 EM_TIME = "Datetime (UTC)"
 EM_ZONE = "Zone Id"
@@ -164,7 +165,7 @@ def _generic_row(
     )
     return [
         Observation(
-            zone=row["zone"].strip(),
+            zone=canonical_zone(row["zone"].strip()),  # a WattTime/EIA name: its zone
             start_ms=_file_time_ms(row["period_start"], utc_offset_min),
             end_ms=_file_time_ms(row["period_end"], utc_offset_min),
             value=_value(row["value"]),

@@ -29,8 +29,9 @@ response, a file):
 
 from __future__ import annotations
 
+import bisect
 import itertools
-import statistics
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -74,6 +75,7 @@ def repair(observations: Iterable[Observation], policy: RepairPolicy) -> Repaire
     for items in series.values():
         items.sort(key=lambda o: (o.start_ms, o.end_ms))
         kept, replaced = _without_outliers(items, policy, out.outliers)
+        by_start = {o.start_ms: o.value for o in kept}
         out.good += kept
         for before, after in itertools.pairwise(kept):
             if after.start_ms <= before.end_ms:
@@ -81,7 +83,15 @@ def repair(observations: Iterable[Observation], policy: RepairPolicy) -> Repaire
             gap = Gap(after.zone, after.signal, after.variant, before.end_ms, after.start_ms)
             out.gaps.append(gap)
             if policy.fill and gap.end_ms - gap.start_ms <= policy.max_fill_h * 3_600_000:
-                out.fills += _fills(gap, before, after, kept=kept, replaced=replaced, policy=policy)
+                out.fills += _fills(
+                    gap,
+                    before,
+                    after,
+                    kept=kept,
+                    by_start=by_start,
+                    replaced=replaced,
+                    policy=policy,
+                )
     out.good.sort(key=lambda o: (o.start_ms, o.zone, o.signal, o.variant))
     out.fills.sort(key=lambda o: (o.start_ms, o.zone, o.signal, o.variant))
     return out
@@ -94,12 +104,15 @@ def _without_outliers(
     window_ms = policy.window_h * 3_600_000
     kept: list[Observation] = []
     replaced: dict[int, float] = {}
+    window: deque[Observation] = deque()  # the kept values of the window, oldest first
+    ordered: list[float] = []  # the same values, sorted (for the median)
     for obs in items:
-        history = [o.value for o in kept if obs.start_ms - o.start_ms <= window_ms]
-        if len(history) >= policy.min_history:
-            median = statistics.median(history)
+        while window and obs.start_ms - window[0].start_ms > window_ms:
+            del ordered[bisect.bisect_left(ordered, window.popleft().value)]
+        if len(window) >= policy.min_history:
+            median = _median(ordered)
             low, high = median * policy.low_ratio, median * policy.high_ratio
-            last = history[-1]
+            last = window[-1].value
             jumped = not last / policy.step_ratio <= obs.value <= last * policy.step_ratio
             far = abs(obs.value - median) >= policy.min_delta_g
             if jumped and far and not low <= obs.value <= high:
@@ -117,7 +130,16 @@ def _without_outliers(
                 replaced[obs.start_ms] = obs.value
                 continue
         kept.append(obs)
+        window.append(obs)
+        bisect.insort(ordered, obs.value)
     return kept, replaced
+
+
+def _median(ordered: list[float]) -> float:
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[middle]
+    return (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _fills(
@@ -126,13 +148,16 @@ def _fills(
     after: Observation,
     *,
     kept: list[Observation],
+    by_start: dict[int, float],
     replaced: dict[int, float],
     policy: RepairPolicy,
 ) -> list[Observation]:
     step = before.end_ms - before.start_ms
     window_ms = policy.window_h * 3_600_000
-    by_start = {o.start_ms: o.value for o in kept}
-    recent = [o.value for o in kept if 0 <= gap.start_ms - o.end_ms < window_ms]
+    # the kept values ending in the window before the gap (kept is sorted, no overlaps)
+    first = bisect.bisect_left(kept, gap.start_ms - window_ms, key=lambda o: o.end_ms)
+    last = bisect.bisect_right(kept, gap.start_ms, key=lambda o: o.end_ms)
+    recent = [o.value for o in kept[first:last] if 0 <= gap.start_ms - o.end_ms < window_ms]
     fills = []
     start = gap.start_ms
     while start < gap.end_ms:

@@ -48,6 +48,9 @@ class Policy:
     max_wait_ms: int = 15 * 60_000
     live_every_ms: int = 5_000
     retention_ms: int = 72 * HOUR_MS
+    # a closed hour with energy no intensity priced stays (to be revised when its price
+    # comes) at least this long, whatever retention_ms says
+    unpriced_retention_ms: int = 72 * HOUR_MS
     future_ms: int = 10 * 60_000
     max_age_ms: int | None = None  # refuse samples older than this (None: any age)
     bounds: Bounds = field(default_factory=Bounds)
@@ -61,6 +64,7 @@ class Emitted:
     live_at_ms: int = -(10**15)
     dirty: bool = True  # samples arrived since the last record
     version: tuple[str | None, ...] | None = None  # intensity that priced the last record
+    unpriced: bool = False  # the last final/revised record has energy without a price
 
 
 @dataclass
@@ -296,6 +300,7 @@ def tick(
     run = _Pass(book, factors, now_ms, policy, out, version_of)
     watermark = state.watermark_ms
     horizon = watermark - policy.retention_ms
+    unpriced_horizon = watermark - max(policy.retention_ms, policy.unpriced_retention_ms)
     dropped: set[int] = set()
     for hour in list(state.keys_by_hour):
         settled = state.settled.get(hour)
@@ -313,7 +318,8 @@ def tick(
             zones.add(gpu.zone)
             for key in list(keys):
                 emitted = _tick_key(state, uuid, gpu, key, run)
-                if emitted.closed and hour + HOUR_MS < horizon:
+                keep = emitted.unpriced and hour + HOUR_MS >= unpriced_horizon
+                if emitted.closed and hour + HOUR_MS < horizon and not keep:
                     del gpu.hours[key]
                     del state.emitted[(uuid, key)]
                     del keys[key]
@@ -375,6 +381,7 @@ def _tick_key(state: HostState, uuid: str, gpu: GpuState, key: HourKey, run: _Pa
         out.hourly.append(record)
         emitted.closed, emitted.revision = True, 0
         emitted.fingerprint = fingerprint(record)
+        emitted.unpriced = _unpriced(record)
     elif not emitted.closed:
         if not changed or now_ms - emitted.live_at_ms < policy.live_every_ms:
             return emitted
@@ -386,16 +393,24 @@ def _tick_key(state: HostState, uuid: str, gpu: GpuState, key: HourKey, run: _Pa
             out.hourly.append(record)
             emitted.revision += 1
             emitted.fingerprint = fingerprint(record)
+            emitted.unpriced = _unpriced(record)
     emitted.dirty, emitted.version = False, version
     if len(out.hourly) + len(out.live) > before:
         state.changed_hours.add(key.hour_start_ms)
     return emitted
 
 
+def _unpriced(record: EmissionHour) -> bool:
+    average = record["average"]
+    return record["energy_mj"] > 0 and (average is None or average["priced_fraction"] < 1)
+
+
 def _forget(state: HostState, dropped: set[int], horizon_ms: int) -> None:
     """Forget the hours whose last key was dropped, and their applied sequences."""
     for gpu in state.gpus.values():  # and hours whose samples carried no job share
-        dropped.update(h for h in gpu.applied if h + HOUR_MS < horizon_ms)
+        dropped.update(
+            h for h in gpu.applied if h + HOUR_MS < horizon_ms and not state.keys_by_hour.get(h)
+        )
     for hour in dropped:
         if state.keys_by_hour.get(hour):
             state.changed_hours.add(hour)  # a later key of the hour stays

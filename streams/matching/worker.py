@@ -213,6 +213,7 @@ def policy_of(settings: WorkerSettings) -> Policy:
         max_wait_ms=int(settings.max_wait_s * 1000),
         live_every_ms=int(settings.live_every_s * 1000),
         retention_ms=int(settings.retention_h * hour_ms),
+        unpriced_retention_ms=int(settings.unpriced_retention_h * hour_ms),
         max_age_ms=None if max_age is None else int(max_age * hour_ms),
     )
 

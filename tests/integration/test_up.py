@@ -204,8 +204,11 @@ T0 = 1_740_787_200_000  # 2025-03-01T00:00:00Z
 MIN = 60_000
 
 
-def write_grid(path: Path) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
-    """The file, and the step functions it describes per (signal, variant)."""
+def write_grid(
+    path: Path, backlog_days: int = 0
+) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
+    """The file, and the step functions it describes per (signal, variant); with
+    ``backlog_days`` of periods before the trace (published at once at start)."""
     steps: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
     lines = ["zone,period_start,period_end,value,signal,variant"]
     for kind, variant, minutes, base in (
@@ -213,6 +216,9 @@ def write_grid(path: Path) -> dict[tuple[str, str], list[tuple[int, int, float]]
         ("average", "direct", 30, 540.0),
         ("marginal", "direct", 60, 820.0),
     ):
+        for i in range(-backlog_days * 24 * 60 // minutes, 0):
+            start, end = T0 + i * minutes * MIN, T0 + (i + 1) * minutes * MIN
+            lines.append(f"{ZONE},{start},{end},{base + 37.25 * ((i * 7) % 5)},{kind},{variant}")
         for i in range(4 * 60 // minutes):
             start, end = T0 + i * minutes * MIN, T0 + (i + 1) * minutes * MIN
             value = base + 37.25 * ((i * 7) % 5) - 11.5 * i
@@ -266,7 +272,9 @@ def test_up_on_a_grid_file_and_a_gpu_trace_matches_an_independent_calculation(
     tmp_path: Path,
 ) -> None:
     grid, trace = tmp_path / "pl_intensity.csv", tmp_path / "two_gpus.csv"
-    steps = write_grid(grid)
+    # 60 days of intensity before the trace: a backlog the worker reads at start, while
+    # the first hours close (they were closed unpriced and forgotten before their price)
+    steps = write_grid(grid, backlog_days=365)
     intervals = write_trace(trace)
     data = tmp_path / "data"
     argv = ["up", "--grid-file", str(grid), "--gpu-trace", str(trace), "--speed", "600"]

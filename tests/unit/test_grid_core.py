@@ -203,3 +203,18 @@ def test_naive_times_are_refused_unless_the_offset_is_named() -> None:
     for bad in ("+25:00", "noon"):
         with pytest.raises(IntensityFileError):
             parse_utc_offset(bad)
+
+
+def test_a_file_naming_a_watttime_region_or_an_eia_code_prices_its_zone() -> None:
+    text = (
+        "zone,period_start,period_end,value,signal,variant\n"
+        "CAISO_NORTH,2023-07-01T10:00Z,2023-07-01T11:00Z,250,average,direct\n"
+        "PJM,2023-07-01T10:00Z,2023-07-01T11:00Z,350,average,direct\n"
+        "Atlantis,2023-07-01T10:00Z,2023-07-01T11:00Z,350,average,direct\n"
+    )
+    observations, problems = read_intensity_csv(io.StringIO(text), "regions.csv")
+    assert problems == []
+    assert [o.zone for o in observations] == ["US-CAL-CISO", "US-MIDA-PJM", "Atlantis"]
+    checked = check(observations, ceiling=2000, known=zone_is_known(None))
+    assert [o.zone for o in checked.good] == ["US-CAL-CISO", "US-MIDA-PJM"]
+    assert [p.code for p in checked.problems] == ["unknown_zone"]  # still refused by name

@@ -87,7 +87,9 @@ def test_old_closed_hours_are_forgotten_and_samples_for_them_refused() -> None:
     ingest(
         state, "DE", "fra", sample("g", 1, T0 + 4 * HOUR_MS, T0 + 4 * HOUR_MS + 60_000, [("j", 10)])
     )
-    tick(state, IntensityBook(), Factors(), T0 + 4 * HOUR_MS, POLICY)
+    priced = IntensityBook()
+    priced.apply(event(0, T0, 60, 200.0))  # a priced hour goes at retention
+    tick(state, priced, Factors(), T0 + 4 * HOUR_MS, POLICY)
     assert {k.hour_start_ms for k in state.gpus["g"].hours} == {T0 + 4 * HOUR_MS}
     late = sample("g", 2, T0 + 1000, T0 + 2000, [("j", 10)])
     assert (check_sample(late, state, T0 + 4 * HOUR_MS, POLICY) or "").startswith("too_late")
@@ -97,6 +99,36 @@ def test_old_closed_hours_are_forgotten_and_samples_for_them_refused() -> None:
         "too_late"
     )
     assert check_sample(late, state, T0 + 4 * HOUR_MS, POLICY, T0 + HOUR_MS) is None
+
+
+def test_an_unpriced_closed_hour_stays_beyond_retention_until_its_price_revises_it() -> None:
+    """The start-up race: an hour closed before its price was read must not leave state
+    with the (short) retention, or the price that comes next never reaches it."""
+    state = host_with(sample("g", 0, T0, T0 + 600_000, [("j", 3_600_000)]), seen_at=T0)
+    book = IntensityBook()
+    (final,) = tick(state, book, Factors(), T0 + 2 * HOUR_MS, POLICY).hourly
+    assert final["average"] is None
+    # the watermark moves 5 h on: beyond the 2 h retention, within the 72 h for unpriced
+    ingest(
+        state, "DE", "fra", sample("g", 1, T0 + 5 * HOUR_MS, T0 + 5 * HOUR_MS + 60_000, [("j", 1)])
+    )
+    tick(state, book, Factors(), T0 + 5 * HOUR_MS, POLICY)
+    assert T0 in {k.hour_start_ms for k in state.gpus["g"].hours}
+    book.apply(event(0, T0, 60, 200.0))  # the price, at last
+    out = tick(state, book, Factors(), T0 + 5 * HOUR_MS, POLICY)
+    revised = [r for r in out.hourly if r["hour_start_ms"] == T0]
+    assert [(r["status"], r["revision"]) for r in revised] == [("revised", 1)]
+    assert revised[0]["average"] is not None and revised[0]["average"]["emissions_g"] == 0.2
+    # priced now: it goes at the next tick, like any closed hour beyond retention
+    tick(state, book, Factors(), T0 + 5 * HOUR_MS + 1000, POLICY)
+    assert T0 not in {k.hour_start_ms for k in state.gpus["g"].hours}
+    # and without a price it goes after unpriced_retention_ms
+    late = host_with(sample("g", 0, T0, T0 + 600_000, [("j", 3_600_000)]), seen_at=T0)
+    tick(late, IntensityBook(), Factors(), T0 + 2 * HOUR_MS, POLICY)
+    far = T0 + 80 * HOUR_MS
+    ingest(late, "DE", "fra", sample("g", 1, far, far + 60_000, [("j", 1)]))
+    tick(late, IntensityBook(), Factors(), far, POLICY)
+    assert T0 not in {k.hour_start_ms for k in late.gpus["g"].hours}
 
 
 def test_a_sample_across_three_hours_marks_every_hour_it_touches() -> None:

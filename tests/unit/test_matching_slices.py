@@ -4,6 +4,7 @@ crash that stored only some of a batch's slices."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -78,8 +79,10 @@ def test_a_batch_writes_only_the_hours_it_touched_and_forgetting_deletes() -> No
         sample("g", 9, T0 + 3 * HOUR_MS + 60_000, T0 + 3 * HOUR_MS + 120_000, [("j", 5)]),
     )
     assert state.take_changes() == ([T0 + 3 * HOUR_MS], [])
-    # hour 0 is closed and more than 2 h (POLICY's retention) behind the watermark
-    tick(state, IntensityBook(), Factors(), T0 + 4 * HOUR_MS, POLICY)
+    # hour 0 is closed and more than 2 h (POLICY's retention) behind the watermark (and
+    # unpriced hours go at retention here too)
+    short = replace(POLICY, unpriced_retention_ms=0)
+    tick(state, IntensityBook(), Factors(), T0 + 4 * HOUR_MS, short)
     changed, forgotten = state.take_changes()
     assert forgotten == [T0] and T0 not in changed
 

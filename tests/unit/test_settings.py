@@ -55,6 +55,10 @@ def test_zone_and_site_are_required_and_a_zone_must_be_known(
         GpuAgentSettings.load(zone="DE", site="a b")
     assert GpuAgentSettings.load(zone="XX-LAB", site="s1", extra_zones=["XX-LAB"]).zone == "XX-LAB"
     assert GpuAgentSettings.load(zone="DE", site="s1").source == "nvml"  # never sim by default
+    # a WattTime region or an EIA balancing authority names the zone it lies in
+    aliases = {"CAISO_NORTH": "US-CAL-CISO", "PJM": "US-MIDA-PJM", "ERCO": "US-TEX-ERCO"}
+    for alias, zone in aliases.items():
+        assert GpuAgentSettings.load(zone=alias, site="s1").zone == zone
 
 
 def test_unknown_key_in_file_and_missing_file_are_config_errors(tmp_path: Path) -> None:
