@@ -101,6 +101,9 @@ class GridFeederSettings(LlcrSettings):
     outlier_min_delta_g: float = Field(
         default=50.0, ge=0, description="...and at least this far from the median (g/kWh)."
     )
+    outlier_judge_marginal: bool = Field(
+        default=False, description="Judge marginal series too (a MOER near 0 can be real)."
+    )
     outlier_min_history: int = Field(
         default=6, ge=1, description="Values in the window needed to judge one."
     )
@@ -148,5 +151,6 @@ class GridFeederSettings(LlcrSettings):
             high_ratio=self.outlier_high_ratio,
             step_ratio=self.outlier_step_ratio,
             min_delta_g=self.outlier_min_delta_g,
+            judge_marginal=self.outlier_judge_marginal,
             min_history=self.outlier_min_history,
         )

@@ -209,12 +209,12 @@ def headline(q: Query) -> list[tuple[str, str]]:
         "FROM llcr.matching_score_daily"
     )[0]
     owed = q(
-        "SELECT countIf(estimated_g > 0), round(sum(unpriced_kwh), 3), round(sum(estimated_g)) "
+        "SELECT countIf(estimated_g > 0), sum(unpriced_kwh), sum(estimated_g) "
         "FROM llcr.obligation_basis_hourly"
     )[0]
     basis = (
-        f"{owed[0]} scope-hour(s) owed on estimates: {owed[1]} kWh unpriced, {owed[2]} g at "
-        "the conservative rate until priced"
+        f"{owed[0]} scope-hour(s) owed on estimates: {float(owed[1] or 0):,.3f} kWh unpriced, "
+        f"{float(owed[2] or 0):,.0f} g at the conservative rate until priced"
         if owed[0]
         else "every kWh priced"
     )

@@ -16,7 +16,9 @@ response, a file):
   file has two, 149 to 9 g/kWh on 2023-06-07 10:00-12:00Z and 76 to 5 on 2023-09-28,
   both "96-99 % renewable"). Outliers are left out of later medians, so a glitch of
   several hours is caught whole; after ``window_h`` of them the history is gone and values
-  are accepted again (a real change of regime outlasts a glitch).
+  are accepted again (a real change of regime outlasts a glitch). Only average-signal
+  series are judged by default: a marginal signal (MOER) really falls to ~0 when
+  renewables are curtailed.
 * **Fills.** Each missing stretch of at most ``max_fill_h`` between two accepted values is
   filled, period by period, with an estimate: conservative by default, the highest of the
   value before it, the value after it, the same period a week earlier (when the batch
@@ -52,6 +54,9 @@ class RepairPolicy:
     step_ratio: float = 2.0
     min_delta_g: float = 50.0
     min_history: int = 6
+    # marginal signals jump for real (a MOER falls to ~0 when renewables are curtailed):
+    # only average series are judged unless this says otherwise
+    judge_marginal: bool = False
 
 
 @dataclass
@@ -74,7 +79,10 @@ def repair(observations: Iterable[Observation], policy: RepairPolicy) -> Repaire
         series.setdefault(obs.series, []).append(obs)
     for items in series.values():
         items.sort(key=lambda o: (o.start_ms, o.end_ms))
-        kept, replaced = _without_outliers(items, policy, out.outliers)
+        if items[0].signal == "average" or policy.judge_marginal:
+            kept, replaced = _without_outliers(items, policy, out.outliers)
+        else:
+            kept, replaced = items, {}
         by_start = {o.start_ms: o.value for o in kept}
         out.good += kept
         for before, after in itertools.pairwise(kept):

@@ -339,7 +339,7 @@ def test_a_day_of_real_intensity_is_removed_to_the_gram_and_the_ledger_proves_it
     text = page.read_text()
     assert text.count("<svg") == 4 and "No data yet" in text and "Matching score" in text
     assert "Hourly matching vs the annual average" in text
-    assert "1 scope-hour(s) owed on estimates: 2.0 kWh unpriced, 2400 g" in text
+    assert "1 scope-hour(s) owed on estimates: 2.000 kWh unpriced, 2,400 g" in text
     assert image.read_bytes().startswith(b"\x89PNG")
     target = len(entries) // 2
     from streams.store.client import connect

@@ -111,3 +111,7 @@ def test_fills_can_be_turned_off_and_a_short_history_judges_nothing() -> None:
     first = sorted(observations, key=lambda o: o.start_ms)[:6]
     low = [o if i < 5 else type(o)(**{**vars(o), "value": 1.0}) for i, o in enumerate(first)]
     assert repair(low, RepairPolicy()).outliers == []
+    # a marginal series is not judged by default (a MOER near 0 under curtailment is real)
+    marginal = [type(o)(**{**vars(o), "signal": "marginal"}) for o in observations]
+    assert repair(marginal, RepairPolicy()).outliers == []
+    assert len(repair(marginal, RepairPolicy(judge_marginal=True)).outliers) == 5
