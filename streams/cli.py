@@ -73,16 +73,19 @@ def sink(ctx: click.Context, dsn: str | None, from_earliest: bool) -> None:
     click.echo(f"sink stopped: {stats.messages} message(s), rows {dict(stats.rows)}")
 
 
-@click.command()
-@click.argument("sql")
-@click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
-@click.option(
+FORMAT_OPTION = click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "csv", "json"]),
     default="table",
     show_default=True,
 )
+
+
+@click.command()
+@click.argument("sql")
+@click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
+@FORMAT_OPTION
 @click.pass_context
 def query(ctx: click.Context, sql: str, dsn: str | None, fmt: str) -> None:
     """Run SQL against the store (through the running sink when it owns chDB)."""
@@ -276,13 +279,7 @@ def report(ctx: click.Context, out: Path, png: Path | None, dsn: str | None) -> 
 )
 @click.option("--since", default=None, help="First day (YYYY-MM-DD, UTC; default: all).")
 @click.option("--until", default=None, help="Last day, inclusive (YYYY-MM-DD, UTC).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
-    show_default=True,
-)
+@FORMAT_OPTION
 @click.option("--dsn", default=None, help="ClickHouse DSN (default from settings).")
 @click.pass_context
 def compare(
