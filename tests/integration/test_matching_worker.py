@@ -328,21 +328,37 @@ def test_a_cold_worker_closes_no_hour_before_reading_the_intensity_backlog(
 def test_sigkill_of_a_busy_worker_changes_no_final_number(
     kafka: KafkaSettings, topics: Topics, tmp_path: Path
 ) -> None:
-    events, batches, keys = loaded(
-        kafka, topics, tmp_path, 14, hosts=4, gpus=2, hours=12, step_s=10, per_batch=6
-    )
+    """The trace reaches the broker in three parts by time: the worker closes hours of the
+    first, is killed while it reads the second, and a new worker reads the third. (With the
+    whole trace on the topic first, a fast machine closed every hour before the test could
+    kill it.)"""
+    events = intensity(kafka, tmp_path, hours=14)
+    batches = trace(hosts=4, gpus=2, hours=12, step_s=10, per_batch=6)
+    keys = len(reference(samples_of(batches), events))
+    samples = topics.name("samples")
+
+    def part(start_h: int, end_h: int) -> list[tuple[bytes | None, bytes | None]]:
+        return [
+            (k, v)
+            for k, v, b in batches
+            if T0 + start_h * HOUR_MS <= b["samples"][-1]["end_ms"] < T0 + end_h * HOUR_MS
+        ]
+
+    first_part, second_part, rest = part(0, 4), part(4, 8), part(8, 13)
+    assert len(first_part) + len(second_part) + len(rest) == len(batches)
+    produce(kafka, samples, first_part)
     with worker(kafka, tmp_path, name="first") as first:
         deadline = time.monotonic() + 60
-        log = tmp_path / "first.log"
-        while time.monotonic() < deadline:  # killed while busy: some records out, not all
-            records = hourly(kafka, topics, 0, timeout_s=2, settle_s=0.5)
-            if len(records) >= 5:
+        while time.monotonic() < deadline:
+            if len(hourly(kafka, topics, 0, timeout_s=2, settle_s=0.5)) >= 5:
                 break
+        produce(kafka, samples, second_part)  # the worker is busy with these when it dies
         first.send_signal(signal.SIGKILL)
         first.wait(10)
-        assert 5 <= len(records) < keys, (
-            f"{len(records)} records before the kill; log {log.read_text()[-500:]}"
-        )
+    before = hourly(kafka, topics, 0, timeout_s=2, settle_s=0.5)
+    log = (tmp_path / "first.log").read_text()[-500:]
+    assert 5 <= len(before) < keys, f"{len(before)} records before the kill; log {log}"
+    produce(kafka, samples, rest)
     with worker(kafka, tmp_path, name="second"):
         records = latest(kafka, topics, keys, timeout_s=90)
     assert_equal_to_reference(records, batches, events)
