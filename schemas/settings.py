@@ -4,7 +4,8 @@ Each deployable (agent, grid feeder, worker, sink) has its own pydantic-settings
 deriving from :class:`LlcrSettings`. Values come from, highest precedence first:
 keyword arguments (the CLI), environment variables ``LLCR_*`` (nested with ``__``, e.g.
 ``LLCR_KAFKA__BOOTSTRAP_SERVERS``), then an optional TOML file, then defaults. The
-environment is read only where an entry point calls :meth:`LlcrSettings.load`.
+environment (and the file) are read only inside :meth:`LlcrSettings.load`, which entry
+points call; a settings object constructed directly is its arguments and defaults.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from schemas.errors import ConfigError
 from schemas.topics import DEFAULT_PREFIX, Topics
 
 _config_file: ContextVar[Path | None] = ContextVar("llcr_config_file", default=None)
+# True only inside LlcrSettings.load: a settings object built anywhere else (a library
+# call, a test) is its arguments and defaults, whatever LLCR_* the process has.
+_reading_environment: ContextVar[bool] = ContextVar("llcr_reading_environment", default=False)
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -122,7 +126,9 @@ class LlcrSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings]
+        if _reading_environment.get():
+            sources.append(env_settings)
         path = _config_file.get()
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
@@ -153,7 +159,9 @@ class LlcrSettings(BaseSettings):
 @contextmanager
 def _using_config_file(path: Path | None) -> Iterator[None]:
     token = _config_file.set(path)
+    reading = _reading_environment.set(True)
     try:
         yield
     finally:
+        _reading_environment.reset(reading)
         _config_file.reset(token)

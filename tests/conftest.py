@@ -26,6 +26,24 @@ from streams.store.client import connect
 # tests and the processes they start get a home of their own, never the user's.
 os.environ["LLCR_HOME"] = tempfile.mkdtemp(prefix="llcr-test-home-")
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ starts real infrastructure: marked, so that
+    ``pytest -m "not integration"`` is the fast tier."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _no_llcr_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test starts with no LLCR_* settings of the shell it runs in (LLCR_HOME excepted,
+    set above; LLCR_TEST_* tune the tests themselves)."""
+    for name in list(os.environ):
+        if name.startswith("LLCR_") and name != "LLCR_HOME" and not name.startswith("LLCR_TEST_"):
+            monkeypatch.delenv(name)
+
+
 # Group-join timings for Tansu (../docs/operations.md): a consumer is ready in ~1-3 s.
 FAST_GROUP = {"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"}
 

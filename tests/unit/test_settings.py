@@ -10,7 +10,7 @@ import pytest
 from agents.settings import GpuAgentSettings
 from schemas.errors import ConfigError
 from schemas.settings import KafkaSettings, LlcrSettings
-from streams.settings import SinkSettings
+from streams.settings import SinkSettings, WorkerSettings
 
 
 def test_environment_with_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,3 +118,15 @@ def test_invalid_value_message_does_not_echo_secrets(monkeypatch: pytest.MonkeyP
     with pytest.raises(ConfigError) as err:
         GpuAgentSettings.load(zone="DE", site="s1")
     assert "sample_interval_s" in str(err.value) and "leak-me" not in str(err.value)
+
+
+def test_only_load_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A settings object built inside a library call or a test is its arguments and
+    defaults; the process's LLCR_* reach only what an entry point loads."""
+    monkeypatch.setenv("LLCR_ZONES", '["XX"]')
+    monkeypatch.setenv("LLCR_KAFKA__BOOTSTRAP_SERVERS", "elsewhere:9092")
+    built = WorkerSettings()
+    assert built.zones != ["XX"] and built.kafka.bootstrap_servers == "127.0.0.1:9092"
+    loaded = WorkerSettings.load()
+    assert loaded.zones == ["XX"] and loaded.kafka.bootstrap_servers == "elsewhere:9092"
+    assert WorkerSettings().zones == built.zones  # load() left nothing behind
