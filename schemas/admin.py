@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas import kafka as clients
 from schemas.errors import InfrastructureError
 from schemas.topics import CATALOGUE, TopicSpec
 
@@ -38,14 +39,10 @@ def create_topics(
     Returns one result per topic with the partition count the broker reports, so a
     caller can warn about topics created earlier with other partition counts.
     """
-    try:
-        from confluent_kafka import KafkaException
-        from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-    except ImportError as exc:  # the base install has no Kafka client
-        raise InfrastructureError(
-            "`llcr topics` needs confluent-kafka: pip install 'llcr[agent]' or 'llcr[streams]'"
-        ) from exc
-    admin = AdminClient(dict(client_config))
+    admin = clients.admin(client_config)  # InfrastructureError without confluent-kafka
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
+
     wanted = {entry.name(prefix): entry for entry in catalogue}
     futures = admin.create_topics(
         [

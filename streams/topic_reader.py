@@ -6,24 +6,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.errors import InfrastructureError, LlcrError
+from schemas import kafka as clients
+from schemas.errors import LlcrError
 
 
 def check_reachable(kafka_config: dict[str, str], timeout_s: float = 5.0) -> None:
     """InfrastructureError, one line with a hint, when no broker answers metadata in time
     (instead of librdkafka's connection log and a KafkaException later)."""
-    from confluent_kafka import Consumer, KafkaException
+    from confluent_kafka import KafkaException
 
-    probe = Consumer({**kafka_config, "group.id": "llcr-probe", "log_level": "0"})
+    probe = clients.consumer(kafka_config, "llcr-probe", {"log_level": "0"})
     try:
         probe.list_topics(timeout=timeout_s)
     except KafkaException as exc:
-        reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
-        raise InfrastructureError(
-            f"cannot reach a Kafka broker at {kafka_config.get('bootstrap.servers')} "
-            f"in {timeout_s:.0f} s ({reason})",
-            hint="start the broker (or `llcr up`), or set LLCR_KAFKA__BOOTSTRAP_SERVERS",
-        ) from None
+        raise clients.unreachable(kafka_config.get("bootstrap.servers"), timeout_s, exc) from None
     finally:
         probe.close()
 
@@ -34,9 +30,9 @@ def read_to_end(kafka_config: dict[str, str], topic: str, partitions: int) -> It
     The end is the high watermark of fetch responses (``cached=True``): Tansu answers
     ListOffsets(latest) with the newest batch's base offset + 1 (docs/ARCHITECTURE.md).
     """
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    consumer = Consumer({**kafka_config, "group.id": "llcr-reader", "enable.auto.commit": "false"})
+    consumer = clients.consumer(kafka_config, "llcr-reader")
     try:
         for partition in range(partitions):
             tp = TopicPartition(topic, partition)
@@ -68,16 +64,9 @@ def end_offsets(
     the end by the rest of that batch. The fetch starts one before the listed offset, so it
     reads at most the newest batch.
     """
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            **kafka_config,
-            "group.id": "llcr-end-offsets",
-            "enable.auto.commit": "false",
-            "enable.partition.eof": "true",
-        }
-    )
+    consumer = clients.consumer(kafka_config, "llcr-end-offsets", {"enable.partition.eof": "true"})
     try:
         ends: dict[tuple[str, int], int] = {}
         start: list[Any] = []
@@ -99,7 +88,7 @@ def end_offsets(
             if message is None:
                 continue
             error = message.error()
-            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+            if error is not None and error.code() != clients.PARTITION_EOF:
                 continue  # transient; the deadline bounds it
             where = (str(message.topic()), int(message.partition() or 0))
             if where not in pending:
@@ -122,9 +111,9 @@ def committed_offsets(
 
     Reads them without joining the group, so its members are not disturbed.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer({**kafka_config, "group.id": group, "enable.auto.commit": "false"})
+    consumer = clients.consumer(kafka_config, group)
     try:
         found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=30)
         return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}

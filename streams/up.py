@@ -38,6 +38,7 @@ from typing import Any
 import click
 
 from agents.cli import bundled_grid_files
+from schemas import kafka as clients
 from schemas.admin import create_topics
 from schemas.errors import ConfigError
 from schemas.paths import data_home, default_dsn
@@ -563,7 +564,7 @@ def _watch(
     line and a status line every 10 s. ``children``: the supervisor's line. A record the
     view cannot decode or show is counted and skipped: the view outlives any message.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
     from rich.console import Console, Group
     from rich.live import Live
     from rich.text import Text
@@ -575,7 +576,7 @@ def _watch(
     from streams.view import REMOVAL_SQL, TOPICS, LiveView, removal_of, render, status_line
 
     codec = make_codec(kafka.framing, kafka.registry_ids)
-    consumer = Consumer({**kafka.librdkafka(), "group.id": "llcr-up-view"})
+    consumer = clients.consumer(kafka, "llcr-up-view")
     keys: dict[str, TopicKey] = {kafka.topics.name(key): key for key in TOPICS}
     consumer.assign(
         [

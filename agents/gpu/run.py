@@ -18,6 +18,7 @@ from agents.gpu.sources import GpuSource, NvmlSource, SimSource
 from agents.publisher import Publisher
 from agents.settings import GpuAgentSettings
 from agents.spool import Spool, SpoolFullError
+from schemas import kafka as clients
 from schemas.codec import make_codec
 from schemas.errors import ConfigError, InfrastructureError
 from schemas.records import SampleSource
@@ -77,12 +78,9 @@ def build_agent(settings: GpuAgentSettings, setup: SourceSetup) -> GpuAgent:
 
 def producer_factory(settings: GpuAgentSettings) -> Callable[[], Any]:
     def create() -> Any:
-        from confluent_kafka import Producer
-
-        return Producer(
+        return clients.idempotent_producer(
+            settings.kafka,
             {
-                **settings.kafka.librdkafka(),
-                "enable.idempotence": "true",
                 # keyed by host, so one worker owns a host; murmur2 is Java's and
                 # aiokafka's partitioner, so other clients place a host the same way
                 "partitioner": "murmur2_random",
@@ -90,7 +88,7 @@ def producer_factory(settings: GpuAgentSettings) -> Callable[[], Any]:
                 "compression.type": "lz4",
                 "message.timeout.ms": "10000",  # surface outages; the spool keeps the records
                 "queue.buffering.max.messages": str(settings.queue_max_batches),
-            }
+            },
         )
 
     return create

@@ -23,6 +23,7 @@ from agents.grid.validate import zone_is_known
 from agents.publisher import Publisher
 from agents.settings import GridFeederSettings, ProviderName
 from agents.spool import Spool
+from schemas import kafka as clients
 from schemas.codec import Codec, make_codec
 from schemas.records import Signal
 
@@ -106,16 +107,9 @@ class Outlet:
 
 
 def open_outlet(settings: GridFeederSettings) -> Outlet:
-    from confluent_kafka import Producer
-
     def factory() -> Any:
-        return Producer(
-            {
-                **settings.kafka.librdkafka(),
-                "enable.idempotence": "true",
-                "linger.ms": "20",
-                "message.timeout.ms": "10000",
-            }
+        return clients.idempotent_producer(
+            settings.kafka, {"linger.ms": "20", "message.timeout.ms": "10000"}
         )
 
     spools = (

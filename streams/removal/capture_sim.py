@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas import kafka as clients
 from schemas.codec import make_codec
 from schemas.records import CaptureCommand, CaptureTelemetry
 from streams.removal.capture import G_PER_T, HOUR_MS, CaptureUnitConfig, ramped_capture_g
@@ -67,24 +68,21 @@ def run_capture_sim(
     settings: ActionsSettings, stop: threading.Event, clock_ms: Callable[[], int]
 ) -> None:
     """Consume commands for the configured units; publish telemetry when each hour is over."""
-    from confluent_kafka import Consumer, Producer
-
     kafka = settings.kafka
     codec = make_codec(kafka.framing, kafka.registry_ids)
     units = {
         config.unit_id: SimUnit(site, config) for site, config in settings.capture_units.items()
     }
-    consumer = Consumer(
+    consumer = clients.consumer(
+        kafka,
+        f"{settings.group_id}-capture-sim",
         {
-            **kafka.librdkafka(),
-            "group.id": f"{settings.group_id}-capture-sim",
-            "enable.auto.commit": "false",
             "auto.offset.reset": "earliest",
             "session.timeout.ms": "6000",
             "heartbeat.interval.ms": "1000",
-        }
+        },
     )
-    producer = Producer(kafka.librdkafka())
+    producer = clients.producer(kafka)
     consumer.subscribe([kafka.topics.name("capture_commands")])
     due: list[tuple[int, str, CaptureTelemetry]] = []
     topic = kafka.topics.name("capture_telemetry")

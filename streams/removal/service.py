@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas import kafka as clients
 from schemas.codec import Codec, SchemaName, make_codec
 from schemas.errors import LlcrError
 from schemas.records import (
@@ -185,22 +186,17 @@ class Actions:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        from confluent_kafka import Consumer, Producer
-
         self.recover()
         kafka = self.settings.kafka
-        self._producer = Producer(
-            {**kafka.librdkafka(), "enable.idempotence": "true", "acks": "all", "linger.ms": "5"}
-        )
-        consumer = Consumer(
+        self._producer = clients.idempotent_producer(kafka, {"linger.ms": "5"})
+        consumer = clients.consumer(
+            kafka,
+            self.settings.group_id,
             {
-                **kafka.librdkafka(),
-                "group.id": self.settings.group_id,
-                "enable.auto.commit": "false",
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": "6000",
                 "heartbeat.interval.ms": "1000",
-            }
+            },
         )
         consumer.subscribe(
             [kafka.topics.name("emissions_hourly"), kafka.topics.name("capture_telemetry")]

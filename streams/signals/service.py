@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schemas import kafka as clients
 from schemas.clock import parse_time_ms
 from schemas.codec import Codec, make_codec
 from schemas.records import CarbonSignal, GridIntensityEvent
@@ -355,11 +356,11 @@ def run_signals(
 ) -> None:
     """Consume intensity, publish signals, serve the API until ``stop``; ``on_ready`` gets
     the API's URL once it listens."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     kafka = settings.kafka
     codec: Codec = make_codec(kafka.framing, kafka.registry_ids)
-    producer = Producer({**kafka.librdkafka(), "linger.ms": "20"})
+    producer = clients.producer(kafka, {"linger.ms": "20"})
     topic = kafka.topics.name("signals")
 
     outbox: queue.SimpleQueue[CarbonSignal] = queue.SimpleQueue()
@@ -377,9 +378,7 @@ def run_signals(
 
     signals = Signals(settings, clock_ms=clock_ms, publish=outbox.put)
     # no consumer group: every instance folds the whole retained intensity topic itself
-    consumer = Consumer(
-        {**kafka.librdkafka(), "group.id": settings.group_id, "enable.auto.commit": "false"}
-    )
+    consumer = clients.consumer(kafka, settings.group_id)
     topic_name = kafka.topics.name("intensity")
     consumer.assign(
         [

@@ -35,6 +35,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from schemas import kafka as clients
 from schemas.bounds import BoundsError
 from schemas.codec import Codec, make_codec
 from schemas.topics import TopicKey, spec
@@ -144,18 +145,16 @@ class Sink:
     # -- consumer -----------------------------------------------------------------------
 
     def _make_consumer(self) -> Any:
-        from confluent_kafka import Consumer
-
-        config = {
-            **self.settings.kafka.librdkafka(),
-            "group.id": self.settings.group_id,
-            "enable.auto.commit": "false",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": str(int(self.settings.session_timeout_s * 1000)),
-            "heartbeat.interval.ms": str(int(self.settings.heartbeat_interval_s * 1000)),
-            "max.poll.interval.ms": "600000",
-        }
-        consumer = Consumer(config)
+        consumer = clients.consumer(
+            self.settings.kafka,
+            self.settings.group_id,
+            {
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": str(int(self.settings.session_timeout_s * 1000)),
+                "heartbeat.interval.ms": str(int(self.settings.heartbeat_interval_s * 1000)),
+                "max.poll.interval.ms": "600000",
+            },
+        )
         consumer.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
 
