@@ -41,36 +41,19 @@ def create_app(settings: WorkerSettings, **overrides: Any) -> Any:
 
 
 def _transport(app: Any, kafka_config: dict[str, str]) -> Any:
-    """faust's aiokafka transport, with a consumer whose high watermarks are right on any
-    Kafka-protocol broker.
+    """faust's aiokafka transport, whose consumer takes a partition's end from a fetch
+    response (:func:`streams.topic_reader.end_offsets`), right on any Kafka-protocol broker.
 
     faust's table recovery reads a changelog partition up to ``highwaters()``, which is
     ListOffsets(latest). Tansu answers that with the newest record batch's base offset + 1,
     so recovery ended inside the newest batch and the records after its first were never
     applied: a restarted worker, or one taking a partition over, lost the hours those
-    slices held (docs/matching.md, "Crash and rebalance safety"). This consumer takes the
-    end from a fetch response instead (:func:`streams.topic_reader.end_offsets`).
+    slices held (docs/matching.md, "Crash and rebalance safety").
     """
-    import asyncio
-
-    from faust.transport.drivers import aiokafka as driver
-
+    from streams.faust_compat import transport_with_fetch_highwaters
     from streams.topic_reader import end_offsets
 
-    class Consumer(driver.Consumer):
-        async def highwaters(self, *partitions: Any) -> dict[Any, int]:
-            if self.in_transaction:  # never here: no transactions on Tansu
-                return dict(await super().highwaters(*partitions))
-            ends = await asyncio.to_thread(
-                end_offsets, kafka_config, [(tp.topic, tp.partition) for tp in partitions]
-            )
-            return {tp: ends[(tp.topic, tp.partition)] for tp in partitions}
-
-    class Transport(driver.Transport):
-        pass
-
-    Transport.Consumer = Consumer
-    return Transport(app.conf.broker_consumer, app)
+    return transport_with_fetch_highwaters(app, lambda tps: end_offsets(kafka_config, tps))
 
 
 def _faust_credentials(settings: WorkerSettings) -> Any:

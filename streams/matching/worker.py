@@ -47,6 +47,7 @@ from schemas.codec import make_codec
 from schemas.errors import CodecError
 from schemas.records import DeadLetter, GpuSampleBatch, GridIntensityEvent
 from schemas.topics import spec
+from streams import faust_compat
 from streams.matching.core import (
     BINS,
     HOUR_MS,
@@ -89,16 +90,10 @@ def register_state_codec() -> None:
     """
     import pickle
 
-    from faust.serializers import codecs
+    def dumps(obj: Any) -> bytes:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
-    class StateCodec(codecs.Codec):
-        def _dumps(self, obj: Any) -> bytes:
-            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-        def _loads(self, data: bytes) -> Any:
-            return pickle.loads(data)
-
-    codecs.register(STATE_CODEC, StateCodec())
+    faust_compat.register_codec(STATE_CODEC, dumps, pickle.loads)
 
 
 def slice_key(host: str, hour_start_ms: int) -> bytes:
@@ -270,8 +265,7 @@ class Matching:
         for table in (self.hosts, self.prices):
             # faust derives serializers from key_type/value_type (json by default) and made
             # the changelog topic with them when the table registered: make it again.
-            table.key_serializer, table.value_serializer = "raw", STATE_CODEC
-            table.changelog_topic = table._new_changelog_topic()
+            faust_compat.remake_changelog(table, "raw", STATE_CODEC)
         self.book = TableBook(self.prices)
         # tick() marks hours closed in the host state before their records are delivered;
         # a batch written to the changelog in between would persist "closed" for records a
@@ -288,8 +282,7 @@ class Matching:
         self._catchup_deadline: float | None = None
         self._prices_ready = settings.price_catchup_s == 0
         self._offsets = OffsetTrack()
-        app.on_partitions_revoked.connect(self._rebuild_states)
-        app.on_rebalance_complete.connect(self._rebuild_states)
+        faust_compat.on_rebalance(app, self._rebuild_states)
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
         app.agent(self.samples_topic, name="matching-samples")(self.match)
         app.timer(interval=settings.tick_s)(self.lifecycle)
@@ -327,7 +320,7 @@ class Matching:
         the state lock, so a rebuild never lands in the middle of a batch or tick."""
         if self._stale:
             slices: dict[str, list[HourSlice]] = {}
-            for part in self.hosts.data.values():
+            for part in faust_compat.table_data(self.hosts).values():
                 if isinstance(part, HourSlice):
                     slices.setdefault(part.host, []).append(part)
             self._states = {host.encode(): host_of(parts) for host, parts in slices.items()}
@@ -353,23 +346,14 @@ class Matching:
         leak into a record already written.
         """
         pending = []
+        data = faust_compat.table_data(table)
         for key, value, partition in writes:
             if value is None:
-                table.data.pop(key, None)
-                topic = table.changelog_topic.get_topic_name()
-                tombstone = await self.app.producer.send(topic, key, None, partition, None, None)
-                pending.append(tombstone)
+                data.pop(key, None)
+                pending.append(await faust_compat.send_tombstone(self.app, table, key, partition))
                 continue
-            table.data[key] = value
-            pending.append(
-                await table.changelog_topic.send(
-                    key=key,
-                    value=value,
-                    partition=partition,
-                    callback=table._on_changelog_sent,  # keeps a RocksDB store's offsets
-                    force=True,  # now, not attached to the event's commit
-                )
-            )
+            data[key] = value
+            pending.append(await faust_compat.send_to_changelog(table, key, value, partition))
         if pending:
             await asyncio.gather(*pending)
 
@@ -410,7 +394,9 @@ class Matching:
                     continue
                 for key, bins in changed.items():
                     bin_key = book_key(key)
-                    self.prices.data[bin_key] = bins  # the next event merges with it
+                    faust_compat.table_data(self.prices)[bin_key] = (
+                        bins  # the next event merges with it
+                    )
                     changed_bins[bin_key] = bins
             # one write per bin key per batch, on the broker before the batch is acked
             await self.persist(self.prices, [(k, v, None) for k, v in changed_bins.items()])
@@ -447,8 +433,6 @@ class Matching:
         of a probe; docs/matching.md). faust counts a skipped offset as done, so it would
         be committed and its samples lost for good.
         """
-        from faust.types import TP
-
         topic = self.samples_topic.get_topic_name()
         for partition, first in self._offsets.due(time.monotonic()):
             self.stats.reread += 1
@@ -459,7 +443,7 @@ class Matching:
                 first,
             )
             try:
-                await self.app.consumer.seek(TP(topic, partition), first)
+                await faust_compat.seek(self.app, topic, partition, first)
             except Exception as exc:  # not assigned any more: its next owner reads it
                 logger.warning("could not seek %s[%d]: %s", topic, partition, exc)
                 self._offsets.forget(partition)

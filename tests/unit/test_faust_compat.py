@@ -1,0 +1,130 @@
+"""Contract tests for every faust hook in streams/faust_compat.py.
+
+Each checks that the faust member we rely on exists with the signature we call it with,
+and that our override is the one faust uses. A faust upgrade that moves one fails here,
+not silently in a crash-recovery run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from faust.serializers import codecs
+from faust.tables.base import Collection
+from faust.tables.recovery import Recovery
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TP
+
+from schemas.settings import KafkaSettings
+from streams import faust_compat
+from streams.app import create_app
+from streams.matching.worker import STATE_CODEC, Matching
+from streams.settings import WorkerSettings
+
+
+def parameters(function: Any) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), data_dir=tmp_path / "worker"
+    )
+    return create_app(settings)
+
+
+def test_recovery_reads_to_highwaters_and_the_app_consumer_is_ours(app: Any) -> None:
+    assert "highwaters(" in inspect.getsource(Recovery)  # recovery still ends there
+    assert parameters(driver.Consumer.highwaters) == ["self", "partitions"]
+    consumer = app.transport.Consumer
+    assert issubclass(consumer, driver.Consumer)
+    assert consumer.highwaters is not driver.Consumer.highwaters
+    assert consumer.__name__ == "FetchHighwatersConsumer"
+    # faust's consumer sets in_transaction from the app; our override reads it
+    assert "self.in_transaction = self.app.in_transaction" in inspect.getsource(
+        faust.transport.consumer.Consumer.__init__
+    )
+
+
+def test_the_highwaters_override_answers_the_fetch_end() -> None:
+    asked: list[list[tuple[str, int]]] = []
+
+    def ends(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        asked.append(partitions)
+        return {tp: 7 + tp[1] for tp in partitions}
+
+    fake_app = SimpleNamespace(conf=SimpleNamespace(broker_consumer=[]))
+    transport_class = type(faust_compat.transport_with_fetch_highwaters(fake_app, ends))
+    consumer = transport_class.Consumer
+    me = SimpleNamespace(in_transaction=False)
+    got = asyncio.run(consumer.highwaters(me, TP("t", 0), TP("t", 2)))
+    assert got == {TP("t", 0): 7, TP("t", 2): 9}
+    assert asked == [[("t", 0), ("t", 2)]]
+
+
+def test_a_registered_codec_round_trips_through_faust() -> None:
+    assert {"_dumps", "_loads"} <= set(vars(codecs.Codec))
+    faust_compat.register_codec("llcr-test", pickle.dumps, pickle.loads)
+    value = {"a": [1, 2.5, None]}
+    assert codecs.loads("llcr-test", codecs.dumps("llcr-test", value)) == value
+
+
+def test_the_tables_changelogs_use_the_state_codec(app: Any, tmp_path: Path) -> None:
+    assert parameters(Collection._new_changelog_topic) == [
+        "self",
+        "retention",
+        "compacting",
+        "deleting",
+    ]
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"), data_dir=tmp_path / "m"
+    )
+    matching = Matching(app, settings)
+    for table in (matching.hosts, matching.prices):
+        assert table.changelog_topic.value_serializer == STATE_CODEC
+        assert table.changelog_topic.key_serializer == "raw"
+        assert isinstance(faust_compat.table_data(table), type(table.data))
+        assert "data" in vars(Collection) and isinstance(vars(Collection)["data"], property)
+
+
+def test_changelog_sends_keep_the_signatures_we_call() -> None:
+    send = inspect.signature(faust.topics.Topic.send).parameters
+    assert {"key", "value", "partition", "callback", "force"} <= set(send)
+    assert parameters(Collection._on_changelog_sent) == ["self", "fut"]
+    # send_tombstone calls the producer positionally: (topic, key, value, partition,
+    # timestamp, headers)
+    assert parameters(driver.Producer.send)[:7] == [
+        "self",
+        "topic",
+        "key",
+        "value",
+        "partition",
+        "timestamp",
+        "headers",
+    ]
+
+
+def test_seek_and_rebalance_signals_exist(app: Any) -> None:
+    assert parameters(driver.Consumer.seek) == ["self", "partition", "offset"]
+    assert hasattr(app.on_partitions_revoked, "connect")
+    assert hasattr(app.on_rebalance_complete, "connect")
+    called: list[str] = []
+
+    async def callback(*_: Any, **__: Any) -> None:
+        called.append("x")
+
+    faust_compat.on_rebalance(app, callback)
+    assert asyncio.run(_fire(app.on_rebalance_complete)) is None
+    assert called == ["x"]
+
+
+async def _fire(signal: Any) -> None:
+    await signal.send()
