@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from schemas.errors import RejectedInputError
 from schemas.records import GpuSample, GpuSampleBatch, GridIntensityEvent
 
 # Maximum board power by model name part, watts (vendor specifications, the highest SKU
@@ -59,15 +60,8 @@ MAX_TIME_MS = 4_102_444_800_000  # 2100-01-01
 MAX_COUNT = 2**53  # counters (seq, tokens, bytes) stay exact in a float and in JSON
 
 
-class BoundsError(ValueError):
+class BoundsError(RejectedInputError):
     """An input outside the physical bounds; ``code`` is the dead letter's reason code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    def reason(self) -> str:
-        return f"{self.code}: {self}"
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ class Codec:
             ) from exc
         return buf.getvalue()
 
-    def decode(self, name: SchemaName, data: bytes) -> dict[str, Any]:
+    def decode(self, name: SchemaName, data: bytes | None) -> dict[str, Any]:
         """Decode a framed message expected to carry schema ``name``."""
         if not data:  # a tombstone (null value) or an empty message
             raise CodecError("corrupt", "empty message: a null value (tombstone) or no bytes")

@@ -43,6 +43,23 @@ class CodecError(LlcrError):
         self.reason: CodecReason = reason
 
 
+class RejectedInputError(LlcrError, ValueError):
+    """One input refused, with a stable machine-readable ``code`` (the reason code of its
+    dead letter, rejected row or API answer) and a sentence saying what was wrong.
+
+    Every room's rejection derives from it (bounds, intensity, obligations, signal
+    requests), so a caller catches one type and reads one field.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def reason(self) -> str:
+        """``"code: sentence"``, the form a dead letter's ``reason`` takes."""
+        return f"{self.code}: {self}"
+
+
 class ConfigError(LlcrError):
     """Settings are missing, malformed or contradictory (exit 2: fix the invocation)."""
 

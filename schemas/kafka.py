@@ -48,6 +48,15 @@ class Message(Protocol):
     def timestamp(self) -> tuple[int, int]: ...
 
 
+def position(message: Message) -> tuple[str, int, int]:
+    """``(topic, partition, offset)`` of a consumed message (only an error event lacks
+    them, and no caller asks an error event where it is)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"a message without a position: {message.error()}")
+    return topic, partition, offset
+
+
 def connection(kafka: KafkaSettings | Mapping[str, str]) -> dict[str, str]:
     """The librdkafka connection properties (bootstrap, security, client properties)."""
     if isinstance(kafka, Mapping):

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from schemas.codec import SchemaName
+from schemas.units import HOUR_MS
 
 TopicKey = Literal[
     "samples",
@@ -24,8 +25,7 @@ TopicKey = Literal[
     "dead_letters",
 ]
 
-_HOUR_MS = 3_600_000
-_DAY_MS = 24 * _HOUR_MS
+_DAY_MS = 24 * HOUR_MS
 
 
 @dataclass(frozen=True)

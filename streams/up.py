@@ -45,6 +45,7 @@ from schemas.paths import data_home, default_dsn
 from schemas.records import EmissionHour
 from schemas.settings import KafkaSettings
 from schemas.topics import TopicKey
+from schemas.units import HOUR_MS
 from streams.embedded.broker import Broker, free_port
 from streams.process import stop_on_signals
 from streams.settings import ClickHouseSettings
@@ -503,7 +504,7 @@ def _trace_start(traces: tuple[Path, ...]) -> str:
                 firsts.append(parse_trace(lines).readings[0].t_ms)
         except (TraceError, IndexError) as exc:
             raise click.BadParameter(f"{path}: {exc}", param_hint="--gpu-trace") from exc
-    hour_ms = min(firsts) // 3_600_000 * 3_600_000
+    hour_ms = min(firsts) // HOUR_MS * HOUR_MS
     return datetime.fromtimestamp(hour_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -23,7 +23,6 @@ from rich.text import Text
 from schemas.records import CarbonSignal, EmissionHour, GpuSampleBatch, LiveEmission
 from schemas.topics import TopicKey
 
-HOUR_MS = 3_600_000
 # what the view follows
 TOPICS: tuple[TopicKey, ...] = ("samples", "emissions_live", "emissions_hourly", "signals")
 

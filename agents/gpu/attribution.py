@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from agents.gpu.model import JobLabels, ProcessUse
 from schemas.records import JobShare, SampleFlag, SharingMode
+from schemas.units import largest_remainder
 
 IDLE = JobLabels("idle", "unattributed")
 UNATTRIBUTED = JobLabels("unattributed", "unattributed")
@@ -20,15 +21,9 @@ BUSY_UTILISATION_PCT = 1.0
 
 def allocate(total: int, weights: Sequence[float]) -> list[int]:
     """Largest-remainder split of ``total`` by ``weights``; sums exactly to ``total``."""
-    weight_sum = sum(weights)
-    if weight_sum <= 0:
-        weights, weight_sum = [1.0] * len(weights), float(len(weights))
-    exact = [total * w / weight_sum for w in weights]
-    parts = [int(x) for x in exact]
-    order = sorted(range(len(exact)), key=lambda i: exact[i] - parts[i], reverse=True)
-    for i in order[: total - sum(parts)]:
-        parts[i] += 1
-    return parts
+    if sum(weights) <= 0:  # nothing tells them apart: equal parts
+        weights = [1.0] * len(weights)
+    return largest_remainder(total, weights)
 
 
 def attribute(

@@ -5,7 +5,6 @@ No I/O: the run loop (``agents.grid.run``) fetches, publishes and persists.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +14,9 @@ from agents.grid.model import Gap, Observation, Problem
 from agents.grid.repair import FILL_RANK, RepairPolicy, is_fill, repair
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import check
+from schemas.letters import input_letter
 from schemas.records import DeadLetter, GridIntensityEvent
+from schemas.units import HOUR_MS
 
 logger = logging.getLogger(__name__)
 COMPONENT = "agent.grid"
@@ -112,23 +113,18 @@ class GridFeeder:
                 gap.variant,
                 gap.start_ms,
                 gap.end_ms,
-                (gap.end_ms - gap.start_ms) / 3_600_000,
+                (gap.end_ms - gap.start_ms) / HOUR_MS,
             )
         return cycle
 
 
 def dead_letter(problem: Problem, now_ms: int) -> DeadLetter:
     """The dead-letter record of a rejected input (id: a hash of reason and input)."""
-    digest = hashlib.sha256(f"{problem.code}\0{problem.reason}\0{problem.raw}".encode())
-    return {
-        "dead_letter_id": f"{COMPONENT}:{digest.hexdigest()[:32]}",
-        "component": COMPONENT,
-        "source_topic": None,
-        "source_partition": None,
-        "source_offset": None,
-        "reason_code": problem.code,
-        "reason": problem.reason,
-        "key": problem.zone.encode() if problem.zone else None,
-        "value": (problem.raw or problem.reason).encode(),
-        "failed_at_ms": now_ms,
-    }
+    return input_letter(
+        COMPONENT,
+        problem.code,
+        problem.reason,
+        value=(problem.raw or problem.reason).encode(),
+        key=problem.zone.encode() if problem.zone else None,
+        failed_at_ms=now_ms,
+    )

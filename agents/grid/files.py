@@ -26,10 +26,11 @@ from datetime import datetime
 from functools import partial
 from typing import cast
 
-from agents.grid.model import HOUR_MS, Observation, Problem
+from agents.grid.model import Observation, Problem
 from schemas.clock import parse_time_ms
 from schemas.errors import ConfigError
 from schemas.records import IntensityKind, Signal, Variant
+from schemas.units import HOUR_MS
 from schemas.zones import canonical_zone
 
 EM_TIME = "Datetime (UTC)"

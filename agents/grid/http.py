@@ -52,7 +52,7 @@ class AuthError(ProviderError):
         super().__init__(provider, "auth", message)
 
 
-class _RetryableError(Exception):
+class _RetryableError(LlcrError):
     def __init__(self, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s

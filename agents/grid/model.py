@@ -7,8 +7,6 @@ from datetime import UTC, datetime
 
 from schemas.records import IntensityKind, Signal, Variant
 
-HOUR_MS = 3_600_000
-
 
 def iso(ms: int) -> str:
     """Epoch milliseconds as a readable UTC time, for messages."""

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agents.grid.http import ApiClient, AuthError, ProviderError
-from agents.grid.model import HOUR_MS, Observation, Problem, iso
+from agents.grid.model import Observation, Problem, iso
 from schemas.clock import parse_time_ms
 from schemas.records import IntensityKind, Signal, Variant
+from schemas.units import HOUR_MS
 
 LBS_PER_MWH_IN_G_PER_KWH = 0.45359237  # 1 lb = 453.59237 g; per MWh = per 1000 kWh
 

@@ -38,10 +38,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from agents.grid.model import Gap, Observation, Problem, iso
+from schemas.units import DAY_MS, HOUR_MS
 
 FILL_RANK = 1000  # below every provider of a chain (they rank 0, 1, ...)
 FILL_PREFIX = "fill:"
-WEEK_MS = 7 * 24 * 3_600_000
+WEEK_MS = 7 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def repair(observations: Iterable[Observation], policy: RepairPolicy) -> Repaire
                 continue
             gap = Gap(after.zone, after.signal, after.variant, before.end_ms, after.start_ms)
             out.gaps.append(gap)
-            if policy.fill and gap.end_ms - gap.start_ms <= policy.max_fill_h * 3_600_000:
+            if policy.fill and gap.end_ms - gap.start_ms <= policy.max_fill_h * HOUR_MS:
                 out.fills += _fills(
                     gap,
                     before,
@@ -109,7 +110,7 @@ def _without_outliers(
     items: list[Observation], policy: RepairPolicy, problems: list[Problem]
 ) -> tuple[list[Observation], dict[int, float]]:
     """The accepted values, and the rejected outliers' values by period start."""
-    window_ms = policy.window_h * 3_600_000
+    window_ms = policy.window_h * HOUR_MS
     kept: list[Observation] = []
     replaced: dict[int, float] = {}
     window: deque[Observation] = deque()  # the kept values of the window, oldest first
@@ -161,7 +162,7 @@ def _fills(
     policy: RepairPolicy,
 ) -> list[Observation]:
     step = before.end_ms - before.start_ms
-    window_ms = policy.window_h * 3_600_000
+    window_ms = policy.window_h * HOUR_MS
     # the kept values ending in the window before the gap (kept is sorted, no overlaps)
     first = bisect.bisect_left(kept, gap.start_ms - window_ms, key=lambda o: o.end_ms)
     last = bisect.bisect_right(kept, gap.start_ms, key=lambda o: o.end_ms)

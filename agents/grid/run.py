@@ -26,9 +26,9 @@ from agents.spool import Spool
 from schemas import kafka as clients
 from schemas.codec import Codec, make_codec
 from schemas.records import Signal
+from schemas.units import DAY_MS
 
 logger = logging.getLogger(__name__)
-DAY_MS = 86_400_000
 
 
 def build_chains(settings: GridFeederSettings, client: httpx.Client) -> list[ProviderChain]:

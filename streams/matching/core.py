@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from schemas.errors import RejectedInputError
 from schemas.records import (
     EmissionHour,
     EmissionStatus,
@@ -42,8 +43,8 @@ from schemas.records import (
     SignalEmissions,
     Variant,
 )
+from schemas.units import HOUR_MS, largest_remainder
 
-HOUR_MS = 3_600_000
 BIN_MS = 300_000
 BINS = HOUR_MS // BIN_MS
 MJ_PER_KWH = 3_600_000_000
@@ -63,16 +64,12 @@ class Price:
     estimated: bool
 
 
-class UnalignedPeriodError(ValueError):
+class UnalignedPeriodError(RejectedInputError):
     """An intensity period that does not start and end on 5-minute boundaries."""
 
 
-class AbsurdIntensityError(ValueError):
+class AbsurdIntensityError(RejectedInputError):
     """An intensity value no grid can have, or a period longer than any provider's."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def check_event(event: GridIntensityEvent, ceiling_g_per_kwh: float, max_period_ms: int) -> None:
@@ -127,7 +124,7 @@ def merge_event(
     start, end = event["period_start_ms"], event["period_end_ms"]
     if start % BIN_MS or end % BIN_MS or end <= start:
         raise UnalignedPeriodError(
-            f"period {start}..{end} is not on 5-minute boundaries (or is empty)"
+            "unaligned_period", f"period {start}..{end} is not on 5-minute boundaries (or is empty)"
         )
     price = price_of(event)
     changed: dict[BookKey, list[Price | None]] = {}
@@ -293,16 +290,6 @@ def split_hours(start: int, end: int) -> list[tuple[int, int, int]]:
     return pieces
 
 
-def _largest_remainder(total: int, weights: list[int]) -> list[int]:
-    whole = sum(weights)
-    exact = [total * w / whole for w in weights]
-    parts = [math.floor(x) for x in exact]
-    order = sorted(range(len(parts)), key=lambda i: exact[i] - parts[i], reverse=True)
-    for i in order[: total - sum(parts)]:
-        parts[i] += 1
-    return parts
-
-
 def apply_sample(state: GpuState, sample: GpuSample) -> bool:
     """Add one sample's job shares to the GPU's hours; False when it was applied before.
 
@@ -333,7 +320,7 @@ def apply_sample(state: GpuState, sample: GpuSample) -> bool:
         if whole or not energy:
             ints = [energy] * len(pieces) if whole else [0] * len(pieces)
         else:
-            ints = _largest_remainder(energy, [b - a for _, a, b in pieces])
+            ints = largest_remainder(energy, [b - a for _, a, b in pieces])
         for i in fresh:
             hour, a, b = pieces[i]
             key = HourKey(hour, job["job_id"], job["tenant"])

@@ -38,19 +38,19 @@ from typing import Any, cast
 
 from schemas.bounds import (
     BoundsError,
-    bounded_letter_fields,
     check_batch_header,
     check_event_fields,
 )
 from schemas.clock import clock_ms
 from schemas.codec import make_codec
-from schemas.errors import CodecError
-from schemas.records import DeadLetter, GpuSampleBatch, GridIntensityEvent
+from schemas.errors import CodecError, RejectedInputError
+from schemas.letters import message_letter
+from schemas.records import GpuSampleBatch, GridIntensityEvent
 from schemas.topics import spec
+from schemas.units import HOUR_MS
 from streams import faust_compat
 from streams.matching.core import (
     BINS,
-    HOUR_MS,
     AbsurdIntensityError,
     BookKey,
     Factors,
@@ -80,6 +80,11 @@ PRICES_TABLE = "matching-prices"
 
 
 STATE_CODEC = "llcr-state"
+COMPONENT = "worker.matching"
+
+
+def unknown_zone(zone: str) -> RejectedInputError:
+    return RejectedInputError("unknown_zone", zone)
 
 
 def register_state_codec() -> None:
@@ -200,7 +205,7 @@ def factors_of(settings: WorkerSettings) -> Factors:
 
 
 def policy_of(settings: WorkerSettings) -> Policy:
-    hour_ms = 3_600_000
+    hour_ms = HOUR_MS
     max_age = settings.max_sample_age_h
     return Policy(
         bounds=settings.bounds.to_bounds(),
@@ -287,28 +292,30 @@ class Matching:
         app.agent(self.samples_topic, name="matching-samples")(self.match)
         app.timer(interval=settings.tick_s)(self.lifecycle)
 
-    async def dead(self, reason: str, value: bytes, event: Any, suffix: str = "") -> None:
+    async def dead(
+        self, rejection: RejectedInputError, value: bytes, event: Any, part: str = ""
+    ) -> None:
         """Send one rejected input to the dead-letter topic, with its reason and bytes."""
         message = event.message
-        code = reason.split(":", 1)[0]
+        code = rejection.code
         self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
-        where = f"{message.topic}:{message.partition}:{message.offset}"
-        reason, key, value = bounded_letter_fields(reason, event.key, value)
-        logger.warning("dead letter [%s] from %s: %s", code, where, reason[:500])
-        letter: DeadLetter = {
-            "dead_letter_id": where + suffix,
-            "component": "worker.matching",
-            "source_topic": message.topic,
-            "source_partition": message.partition,
-            "source_offset": message.offset,
-            "reason_code": code,
-            "reason": reason,
-            "key": key,
-            "value": value,  # a tombstone has no bytes: b""
-            "failed_at_ms": int(self.clock() * 1000),
-        }
+        letter = message_letter(
+            COMPONENT,
+            code,
+            rejection.reason(),
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=event.key,
+            value=value,
+            failed_at_ms=int(self.clock() * 1000),
+            part=part,
+        )
+        logger.warning(
+            "dead letter [%s] from %s: %s", code, letter["dead_letter_id"], letter["reason"][:500]
+        )
         encoded = self.codec.encode("dead_letter", letter)
-        await self.dead_topic.send(key=b"worker.matching", value=encoded)
+        await self.dead_topic.send(key=COMPONENT.encode(), value=encoded)
 
     async def _rebuild_states(self, *_: Any, **__: Any) -> None:
         # only a flag: a batch in progress keeps its states and writes its slices first
@@ -369,15 +376,15 @@ class Matching:
                         GridIntensityEvent, self.codec.decode("grid_intensity", event.value)
                     )
                 except CodecError as exc:
-                    await self.dead(f"{exc.reason}: {exc}", event.value, event)
+                    await self.dead(RejectedInputError(exc.reason, str(exc)), event.value, event)
                     continue
                 try:
                     check_event_fields(record, self.policy.bounds)
                 except BoundsError as exc:
-                    await self.dead(exc.reason(), event.value, event)
+                    await self.dead(exc, event.value, event)
                     continue
                 if self.zones and record["zone"] not in self.zones:
-                    await self.dead(f"unknown_zone: {record['zone']}", event.value, event)
+                    await self.dead(unknown_zone(record["zone"]), event.value, event)
                     continue
                 try:
                     check_event(
@@ -386,17 +393,13 @@ class Matching:
                         int(self.settings.max_intensity_period_h * HOUR_MS),
                     )
                     changed = merge_event(self.book.get, record)
-                except AbsurdIntensityError as exc:
-                    await self.dead(f"{exc.code}: {exc}", event.value, event)
-                    continue
-                except UnalignedPeriodError as exc:
-                    await self.dead(f"unaligned_period: {exc}", event.value, event)
+                except (AbsurdIntensityError, UnalignedPeriodError) as exc:
+                    await self.dead(exc, event.value, event)
                     continue
                 for key, bins in changed.items():
                     bin_key = book_key(key)
-                    faust_compat.table_data(self.prices)[bin_key] = (
-                        bins  # the next event merges with it
-                    )
+                    # the next event merges with it
+                    faust_compat.table_data(self.prices)[bin_key] = bins
                     changed_bins[bin_key] = bins
             # one write per bin key per batch, on the broker before the batch is acked
             await self.persist(self.prices, [(k, v, None) for k, v in changed_bins.items()])
@@ -459,20 +462,23 @@ class Matching:
         try:
             batch = cast(GpuSampleBatch, self.codec.decode("gpu_sample_batch", event.value))
         except CodecError as exc:
-            await self.dead(f"{exc.reason}: {exc}", event.value, event)
+            await self.dead(RejectedInputError(exc.reason, str(exc)), event.value, event)
             return
         try:
             check_batch_header(batch, self.policy.bounds)
         except BoundsError as exc:
-            await self.dead(exc.reason(), event.value, event)
+            await self.dead(exc, event.value, event)
             return
         if self.zones and batch["zone"] not in self.zones:
-            await self.dead(f"unknown_zone: {batch['zone']}", event.value, event)
+            await self.dead(unknown_zone(batch["zone"]), event.value, event)
             return
         if batch["source"] not in self.accept_sources:
             await self.dead(
-                f"source_not_accepted: {batch['source']} samples are not priced here "
-                f"(accept_sources: {sorted(self.accept_sources)})",
+                RejectedInputError(
+                    "source_not_accepted",
+                    f"{batch['source']} samples are not priced here "
+                    f"(accept_sources: {sorted(self.accept_sources)})",
+                ),
                 event.value,
                 event,
             )
@@ -487,11 +493,11 @@ class Matching:
         self.stats.batches += 1
         watermark = state.watermark_ms  # kept up to date here, not recomputed per sample
         for sample in batch["samples"]:
-            reason = check_sample(sample, state, sample_now_ms, self.policy, watermark)
-            if reason is not None:
+            rejection = check_sample(sample, state, sample_now_ms, self.policy, watermark)
+            if rejection is not None:
                 # the uuid may be the reason (too long): the letter's id stays bounded
-                suffix = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
-                await self.dead(reason, sample_json(sample), event, suffix)
+                part = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
+                await self.dead(rejection, sample_json(sample), event, part)
             elif ingest(state, batch["zone"], batch["site"], sample):
                 self.stats.samples += 1
                 watermark = max(watermark, sample["end_ms"])

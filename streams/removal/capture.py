@@ -20,7 +20,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-HOUR_MS = 3_600_000
+from schemas.units import HOUR_MS
+
 G_PER_T = 1_000_000
 
 

@@ -21,7 +21,8 @@ from typing import Any
 from schemas import kafka as clients
 from schemas.codec import make_codec
 from schemas.records import CaptureCommand, CaptureTelemetry
-from streams.removal.capture import G_PER_T, HOUR_MS, CaptureUnitConfig, ramped_capture_g
+from schemas.units import HOUR_MS
+from streams.removal.capture import G_PER_T, CaptureUnitConfig, ramped_capture_g
 from streams.settings import ActionsSettings
 
 logger = logging.getLogger(__name__)

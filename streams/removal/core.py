@@ -27,20 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from schemas.errors import RejectedInputError
 from schemas.records import EmissionHour, LedgerEntry, LedgerKind
+from schemas.units import HOUR_MS, split_by_key
 from streams.removal.ledger import Chain
 
-HOUR_MS = 3_600_000
 MG_PER_G = 1000
 ScopeMode = Literal["tenant", "site"]
 
 
-class RejectedError(ValueError):
+class RejectedError(RejectedInputError):
     """Input that must not be settled; ``code`` is the dead-letter reason code."""
-
-    def __init__(self, code: str, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
 
 
 def to_g(mg: int) -> float:
@@ -58,20 +55,6 @@ def quarter_end_ms(hour_ms: int) -> int:
     year = t.year + (first_month_next > 12)
     month = (first_month_next - 1) % 12 + 1
     return int(datetime(year, month, 1, tzinfo=UTC).timestamp() * 1000)
-
-
-def split_largest_remainder(total: int, weights: Mapping[str, int]) -> dict[str, int]:
-    """Split integer ``total`` in proportion to ``weights``; parts sum to ``total`` exactly."""
-    positive = {k: w for k, w in weights.items() if w > 0}
-    weight = sum(positive.values())
-    if total <= 0 or weight == 0:
-        return {}
-    exact = {k: total * w / weight for k, w in positive.items()}
-    parts = {k: math.floor(v) for k, v in exact.items()}
-    left = total - sum(parts.values())
-    for k in sorted(exact, key=lambda k: (parts[k] - exact[k], k))[:left]:
-        parts[k] += 1
-    return {k: v for k, v in parts.items() if v}
 
 
 @dataclass
@@ -320,7 +303,7 @@ class Book:
         the excess is an emission of the served hour, split over its scopes."""
         total = to_mg(excess_g * (1 + self.policy.buffer))
         entries = []
-        for scope, mg in sorted(split_largest_remainder(total, site.scope_mg).items()):
+        for scope, mg in sorted(split_by_key(total, site.scope_mg).items()):
             ref = f"{ref_id}:{scope}"
             if ref in self.refs:
                 continue

@@ -23,7 +23,7 @@ PERMANENT_METHODS: tuple[str, ...] = get_args(RemovalMethod)
 ProviderStatus = Literal["confirmed", "delivered", "retired", "failed"]
 
 
-class ProviderError(LlcrError):
+class ProviderUnavailableError(LlcrError):
     """The provider could not answer now (5xx, timeout, network): retry with the same key."""
 
 
@@ -124,13 +124,13 @@ class CreditProvider:
         try:
             response = self._client.request(method, path, **kwargs)
         except httpx.TransportError as exc:  # includes timeouts
-            raise ProviderError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise ProviderUnavailableError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         if response.status_code >= 500 or response.status_code == 429:
-            raise ProviderError(f"{self.name}: HTTP {response.status_code}")
+            raise ProviderUnavailableError(f"{self.name}: HTTP {response.status_code}")
         try:
             body: dict[str, Any] = response.json()
         except ValueError as exc:
-            raise ProviderError(f"{self.name}: answer is not JSON") from exc
+            raise ProviderUnavailableError(f"{self.name}: answer is not JSON") from exc
         if response.status_code >= 400:
             raise RejectedOrderError(
                 f"{self.name}: HTTP {response.status_code}: {body.get('error', body)}"

@@ -35,6 +35,8 @@ from typing import Any
 from schemas import kafka as clients
 from schemas.codec import Codec, SchemaName, make_codec
 from schemas.errors import LlcrError
+from schemas.kafka import Message, position
+from schemas.letters import input_letter, message_letter
 from schemas.records import (
     CaptureCommand,
     CaptureTelemetry,
@@ -44,23 +46,22 @@ from schemas.records import (
     RemovalOrder,
 )
 from schemas.topics import TopicKey, spec
+from schemas.units import HOUR_MS, split_by_key
 from streams.removal.capture import command_id, plan
 from streams.removal.checkpoint import read_head, write_head
 from streams.removal.core import (
-    HOUR_MS,
     Book,
     Policy,
     RejectedError,
     SiteHour,
     quarter_end_ms,
-    split_largest_remainder,
     to_mg,
 )
 from streams.removal.ledger import Head, head_of, verify
 from streams.removal.provider import (
     ContractError,
     CreditProvider,
-    ProviderError,
+    ProviderUnavailableError,
     RejectedOrderError,
     require_permanent,
 )
@@ -180,7 +181,7 @@ class Actions:
     def _read(self, key: TopicKey, config: dict[str, str]) -> Iterator[Any]:
         return read_to_end(config, self.settings.kafka.topics.name(key), spec(key).partitions)
 
-    def _decode(self, key: TopicKey, message: Any) -> Any:
+    def _decode(self, key: TopicKey, message: Message) -> Any:
         return self.codec.decode(spec(key).schema, message.value())
 
     # -- the loop -----------------------------------------------------------------------
@@ -217,7 +218,7 @@ class Actions:
             if self._producer is not None:
                 self._producer.flush(30)
 
-    def _handle(self, message: Any, out: _Out) -> None:
+    def _handle(self, message: Message, out: _Out) -> None:
         topic = message.topic()
         key: TopicKey = (
             "emissions_hourly"
@@ -264,7 +265,7 @@ class Actions:
         self.captured.add(command["command_id"])
         site = self.book.sites.get((command["site"], command["hour_start_ms"]))
         weights = site.scope_mg if site else {}
-        shares = split_largest_remainder(net_mg, weights)
+        shares = split_by_key(net_mg, weights)
         payload = {
             "command_id": command["command_id"],
             "unit_id": t["unit_id"],
@@ -356,7 +357,7 @@ class Actions:
     def _remember_command(self, command: CaptureCommand) -> None:
         site = self.book.sites.get((command["site"], command["hour_start_ms"]))
         net = to_mg(command["expected_capture_g"] - command["expected_parasitic_g"])
-        shares = split_largest_remainder(net, site.scope_mg if site else {})
+        shares = split_by_key(net, site.scope_mg if site else {})
         self.commands[command["command_id"]] = PendingCapture(command, shares)
 
     def _pending_capture_mg(self, scope: str, now: int) -> int:
@@ -432,7 +433,7 @@ class Actions:
                 continue
             try:
                 changed = self._advance(order, out)
-            except ProviderError as exc:
+            except ProviderUnavailableError as exc:
                 self.stats.provider_errors += 1
                 logger.warning("order %s: %s (will retry with the same key)", order_id, exc)
                 self.next_try[order_id] = time.monotonic() + self.settings.poll_every_s
@@ -515,40 +516,35 @@ class Actions:
 
     # -- output -------------------------------------------------------------------------
 
-    def _dead_letter(self, message: Any, code: str, reason: str) -> DeadLetter:
+    def _dead_letter(self, message: Message, code: str, reason: str) -> DeadLetter:
         self.stats.dead_letters += 1
         logger.warning(
             "rejected %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), reason
         )
-        return {
-            "dead_letter_id": (
-                f"{COMPONENT}:{message.topic()}:{message.partition()}:{message.offset()}"
-            ),
-            "component": COMPONENT,
-            "source_topic": message.topic(),
-            "source_partition": message.partition(),
-            "source_offset": message.offset(),
-            "reason_code": code,
-            "reason": reason,
-            "key": message.key(),
-            "value": message.value() or b"",
-            "failed_at_ms": self.clock_ms(),
-        }
+        topic, partition, offset = position(message)
+        return message_letter(
+            COMPONENT,
+            code,
+            reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=message.key(),
+            value=message.value(),
+            failed_at_ms=self.clock_ms(),
+        )
 
     def _order_dead_letter(self, order: RemovalOrder, code: str, reason: str) -> DeadLetter:
         self.stats.dead_letters += 1
-        return {
-            "dead_letter_id": f"{COMPONENT}:order:{order['order_id']}",
-            "component": COMPONENT,
-            "source_topic": None,
-            "source_partition": None,
-            "source_offset": None,
-            "reason_code": code,
-            "reason": reason,
-            "key": order["order_id"].encode(),
-            "value": self.codec.encode("removal_order", order),
-            "failed_at_ms": self.clock_ms(),
-        }
+        return input_letter(
+            COMPONENT,
+            code,
+            reason,
+            value=self.codec.encode("removal_order", order),
+            key=order["order_id"].encode(),
+            failed_at_ms=self.clock_ms(),
+            own_id=f"order:{order['order_id']}",
+        )
 
     def _publish(self, out: _Out) -> None:
         batches: list[tuple[TopicKey, SchemaName, str, list[Any]]] = [

@@ -23,12 +23,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-HOUR_MS = 3_600_000
+from schemas.errors import RejectedInputError
+from schemas.units import HOUR_MS
+
 Mode = Literal["normal", "eco", "unknown"]
 
 
-class SignalInputError(ValueError):
+class SignalInputError(RejectedInputError):
     """A request the signals cannot answer truthfully (the API answers 4xx with it)."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(code, message)
 
 
 # -- eco tier ---------------------------------------------------------------------------

@@ -34,10 +34,10 @@ from schemas.clock import parse_time_ms
 from schemas.codec import Codec, make_codec
 from schemas.records import CarbonSignal, GridIntensityEvent
 from schemas.topics import spec
+from schemas.units import HOUR_MS
 from streams.jsonhttp import JsonServer, Reply, error, json_body
 from streams.settings import SignalsSettings
 from streams.signals.core import (
-    HOUR_MS,
     Candidate,
     EcoDecision,
     EcoPolicy,

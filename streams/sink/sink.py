@@ -38,6 +38,8 @@ from tenacity import (
 from schemas import kafka as clients
 from schemas.bounds import BoundsError
 from schemas.codec import Codec, make_codec
+from schemas.kafka import Message, position
+from schemas.letters import message_letter
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
 from streams.sink.rows import TABLES, Rejected, Row, sample_map
@@ -88,21 +90,32 @@ class _Batch:
         self.size = 0
 
 
-def dead_letter_row(message: Any, *, code: str, reason: str, failed_at_ms: int) -> Row:
+def dead_letter_row(message: Message, *, code: str, reason: str, failed_at_ms: int) -> Row:
     """A ``dead_letters`` row for a consumed message the sink could not store."""
-    topic, partition, offset = message.topic(), message.partition(), message.offset()
-    key: bytes | None = message.key()
-    return (
-        f"{COMPONENT}:{topic}:{partition}:{offset}",
+    topic, partition, offset = position(message)
+    letter = message_letter(
         COMPONENT,
-        topic,
-        partition,
-        offset,
         code,
         reason,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=message.key(),
+        value=message.value(),
+        failed_at_ms=failed_at_ms,
+    )
+    key = letter.get("key")
+    return (
+        letter["dead_letter_id"],
+        letter["component"],
+        letter.get("source_topic"),
+        letter.get("source_partition"),
+        letter.get("source_offset"),
+        letter["reason_code"],
+        letter["reason"],
         None if key is None else key.decode("utf-8", "backslashreplace"),
-        (message.value() or b"").decode("utf-8", "backslashreplace"),
-        failed_at_ms,
+        letter["value"].decode("utf-8", "backslashreplace"),
+        letter["failed_at_ms"],
     )
 
 
@@ -203,11 +216,11 @@ class Sink:
         full = self._batch.size >= self.settings.batch_max_rows
         return full or self._clock() - self._batch.started >= self.settings.batch_max_wait_s
 
-    def _add(self, message: Any) -> None:
+    def _add(self, message: Message) -> None:
         if message.error() is not None:
             logger.warning("consumer error: %s", message.error())
             return
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        topic, partition, offset = position(message)
         batch = self._batch
         if not batch.size:
             batch.started = self._clock()
@@ -238,7 +251,7 @@ class Sink:
                 batch.rows[mapping.table].append((*row, *source))
         batch.size += max(1, len(rows))
 
-    def _dead(self, message: Any, code: str, reason: str) -> None:
+    def _dead(self, message: Message, code: str, reason: str) -> None:
         # failed_at is the message's own timestamp, so a replay writes the identical row
         kind, timestamp_ms = message.timestamp()
         when = timestamp_ms if kind and timestamp_ms > 0 else int(self._clock() * 1000)

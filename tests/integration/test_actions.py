@@ -26,10 +26,11 @@ from schemas.clock import simulated_clock
 from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics
+from schemas.units import HOUR_MS
 from streams.removal.capture import CaptureUnitConfig
 from streams.removal.capture_sim import run_capture_sim
 from streams.removal.checkpoint import read_head, write_head
-from streams.removal.core import HOUR_MS, Book, Policy
+from streams.removal.core import Book, Policy
 from streams.removal.ledger import Head
 from streams.removal.provider import CreditProvider
 from streams.removal.provider_sim import Faults, SimProvider

@@ -23,7 +23,6 @@ from agents.grid.chain import ProviderChain
 from agents.grid.feeder import GridFeeder
 from agents.grid.files import EM_DIRECT, EM_LCA, EM_TIME
 from agents.grid.http import ApiClient
-from agents.grid.model import HOUR_MS
 from agents.grid.providers import LBS_PER_MWH_IN_G_PER_KWH, ElectricityMaps, Neso, Static, WattTime
 from agents.grid.revisions import RevisionLog
 from agents.grid.run import import_files, poll_forever
@@ -32,6 +31,7 @@ from agents.settings import GridFeederSettings
 from schemas.clock import simulated_clock
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
+from schemas.units import HOUR_MS
 from streams.embedded.broker import free_port
 from tests.kafka_read import read_topic
 from tests.scripted_http import ScriptedServer, scripted_server

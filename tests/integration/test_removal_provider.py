@@ -8,7 +8,7 @@ from schemas.errors import LlcrError
 from streams.removal.provider import (
     ContractError,
     CreditProvider,
-    ProviderError,
+    ProviderUnavailableError,
     RejectedOrderError,
     require_permanent,
 )
@@ -32,7 +32,7 @@ def test_create_deliver_retire_with_serials() -> None:
 def test_a_timed_out_create_retried_with_its_key_buys_once() -> None:
     with SimProvider(faults=Faults(timeout_rate=1.0, late_s=1.0)) as sim:
         client = CreditProvider(sim.url, timeout_s=0.3)
-        with pytest.raises(ProviderError, match="Timeout"):
+        with pytest.raises(ProviderUnavailableError, match="Timeout"):
             client.create(key="k2", method="dac", quantity_g=5000, reference="o2")
         assert len(sim.orders) == 1  # the provider did create it
         sim.faults.timeout_rate = 0.0

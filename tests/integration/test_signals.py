@@ -15,8 +15,9 @@ from confluent_kafka import Producer
 from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics
+from schemas.units import HOUR_MS
 from streams.settings import SignalsSettings
-from streams.signals.core import HOUR_MS, FlexibleJob, brute_force_window
+from streams.signals.core import FlexibleJob, brute_force_window
 from streams.signals.service import run_signals
 from streams.topic_reader import read_to_end
 from tests.sink_run import wait_for

@@ -20,10 +20,11 @@ from schemas.cli import root
 from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import CATALOGUE, TopicKey, Topics
+from schemas.units import HOUR_MS
 from streams.settings import ClickHouseSettings, SinkSettings
 from streams.sink.query import QueryError, endpoint_file, run_query
 from streams.sink.rows import TABLES
-from tests.examples import EXAMPLES, HOUR_MS, T0
+from tests.examples import EXAMPLES, T0
 from tests.sink_run import running_sink, wait_for
 
 # What makes a record of each topic distinct (its table's ORDER BY identity).

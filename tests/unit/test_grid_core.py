@@ -11,10 +11,11 @@ import pytest
 
 from agents.grid.files import IntensityFileError, parse_utc_offset, read_intensity_csv
 from agents.grid.http import retry_after_seconds
-from agents.grid.model import HOUR_MS, Observation
+from agents.grid.model import Observation
 from agents.grid.repair import RepairPolicy, repair
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import check, zone_is_known
+from schemas.units import HOUR_MS
 
 T0 = 1_672_531_200_000  # 2023-01-01T00:00Z
 PORTAL_HEADER = (

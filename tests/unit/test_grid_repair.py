@@ -11,10 +11,10 @@ from pathlib import Path
 
 from agents.grid.feeder import GridFeeder
 from agents.grid.files import read_intensity_csv
-from agents.grid.model import HOUR_MS
 from agents.grid.repair import RepairPolicy, repair
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import zone_is_known
+from schemas.units import HOUR_MS
 
 PJM = Path(__file__).parent.parent / "fixtures" / "grid" / "PJM_2022_slices_hourly_genmix_avgci.csv"
 ZONE = "US-MIDA-PJM"

@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.records import GpuSample, GridIntensityEvent
+from schemas.units import HOUR_MS
 from streams.matching.core import (
     BIN_MS,
-    HOUR_MS,
     Factors,
     GpuState,
     IntensityBook,

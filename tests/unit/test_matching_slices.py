@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.records import GpuSample
-from streams.matching.core import HOUR_MS, Factors, IntensityBook, SeqSet
+from schemas.units import HOUR_MS
+from streams.matching.core import Factors, IntensityBook, SeqSet
 from streams.matching.lifecycle import HostState, HourSlice, host_of, ingest, slice_of, tick
 from tests.unit.test_matching_core import T0, sample
 from tests.unit.test_matching_lifecycle import POLICY

@@ -12,14 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.records import EmissionHour
+from schemas.units import HOUR_MS, split_by_key
 from streams.removal.capture import CaptureUnitConfig, plan, ramped_capture_g
 from streams.removal.core import (
-    HOUR_MS,
     Book,
     Policy,
     RejectedError,
     quarter_end_ms,
-    split_largest_remainder,
     to_mg,
 )
 from streams.removal.ledger import Chain, Head, verify
@@ -185,7 +184,7 @@ def test_quarter_end_is_the_hard_deadline() -> None:
 
 @given(st.integers(0, 10**9), st.dictionaries(st.text(max_size=3), st.integers(0, 10**7)))
 def test_largest_remainder_split_is_exact(total: int, weights: dict[str, int]) -> None:
-    parts = split_largest_remainder(total, weights)
+    parts = split_by_key(total, weights)
     if total and any(w > 0 for w in weights.values()):
         assert sum(parts.values()) == total
     else:

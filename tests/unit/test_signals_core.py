@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas.units import HOUR_MS
 from streams.signals.core import (
-    HOUR_MS,
     Candidate,
     EcoPolicy,
     EcoTier,
