@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import httpx
 
@@ -71,6 +71,22 @@ class ProviderOrder:
     sequestered_at_ms: int | None = None
     retired_at_ms: int | None = None
     failure_reason: str | None = None
+
+
+class CreditApi(Protocol):
+    """What the order desk needs of a credit provider (the contract's three calls)."""
+
+    name: str
+
+    def create(
+        self, *, key: str, method: str, quantity_g: int, reference: str
+    ) -> ProviderOrder: ...
+
+    def get(self, provider_id: str, *, method: str, quantity_g: int) -> ProviderOrder: ...
+
+    def retire(
+        self, order: ProviderOrder, *, key: str, beneficiary: str, quantity_g: int
+    ) -> ProviderOrder: ...
 
 
 class CreditProvider:

@@ -13,7 +13,8 @@ from schemas.codec import make_codec
 from schemas.topics import spec
 from streams.removal.checkpoint import HEAD_FILE
 from streams.removal.provider import CreditProvider
-from streams.removal.service import Actions, ActionStats
+from streams.removal.service import Actions
+from streams.removal.stats import ActionStats
 from streams.settings import ActionsSettings, ClickHouseSettings
 from streams.store.client import embedded_dir, is_embedded
 from streams.topic_reader import check_reachable, read_to_end
