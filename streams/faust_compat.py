@@ -109,7 +109,20 @@ async def seek(app: Any, topic: str, partition: int, offset: int) -> None:
     await app.consumer.seek(TP(topic, partition), offset)
 
 
-def on_rebalance(app: Any, callback: Callable[..., Awaitable[None]]) -> None:
-    """Call ``callback`` when partitions are revoked and when a rebalance completes."""
-    app.on_partitions_revoked.connect(callback)
-    app.on_rebalance_complete.connect(callback)
+REVOKED = "revoked"
+RECOVERED = "assigned and recovered"
+
+
+def on_rebalance(app: Any, callback: Callable[[str], Awaitable[None]]) -> None:
+    """Call ``callback(REVOKED)`` when partitions are revoked and ``callback(RECOVERED)``
+    when a rebalance is complete (the tables of the new assignment recovered)."""
+
+    async def revoked(*_: Any, **__: Any) -> None:
+        await callback(REVOKED)
+
+    async def recovered(*_: Any, **__: Any) -> None:
+        await callback(RECOVERED)
+
+    # mode's signals hold strong references by default (weak=False): these stay connected
+    app.on_partitions_revoked.connect(revoked, weak=False)
+    app.on_rebalance_complete.connect(recovered, weak=False)

@@ -317,8 +317,9 @@ class Matching:
         encoded = self.codec.encode("dead_letter", letter)
         await self.dead_topic.send(key=COMPONENT.encode(), value=encoded)
 
-    async def _rebuild_states(self, *_: Any, **__: Any) -> None:
+    async def _rebuild_states(self, what: str) -> None:
         # only a flag: a batch in progress keeps its states and writes its slices first
+        logger.info("rebalance: partitions %s; host states are rebuilt before the next batch", what)
         self._stale = True
         self._offsets = OffsetTrack()  # partitions start again from committed offsets
 

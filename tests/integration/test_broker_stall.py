@@ -126,7 +126,7 @@ def test_a_broker_stall_under_agent_load_loses_nothing_and_doubles_nothing(
             assert f"sampled {sampled} sample(s)" in out, out[-2000:]
 
         ref = reference([(h, "DE", s) for h, s in unique.values()], [])
-        records = latest(kafka, kafka.topics, len(ref), settle_s=8, timeout_s=180)
+        records = latest(kafka, kafka.topics, len(ref), quiet_s=8, timeout_s=180)
         got = {
             (r["hour_start_ms"], r["host"], r["gpu_uuid"], r["job_id"], r["tenant"]): r
             for r in records.values()

@@ -36,7 +36,7 @@ from streams.matching.run import changelog_specs
 from streams.matching.worker import slice_key
 from streams.settings import WorkerSettings
 from tests.examples import EXAMPLES
-from tests.kafka_read import read_topic
+from tests.kafka_read import read_topic, read_until
 from tests.reference_matching import reference
 from tests.sink_run import stop_process
 
@@ -119,7 +119,7 @@ def intensity(
 
 @contextmanager
 def worker(
-    kafka: KafkaSettings, tmp_path: Path, name: str = "w", **env: str
+    kafka: KafkaSettings, tmp_path: Path, name: str = "w", loglevel: str | None = None, **env: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     variables = {
         **os.environ,
@@ -146,7 +146,7 @@ def worker(
             code,
             "worker",
             "--loglevel",
-            os.environ.get("LLCR_TEST_WORKER_LOGLEVEL", "warning"),
+            loglevel or os.environ.get("LLCR_TEST_WORKER_LOGLEVEL", "warning"),
         ],
         env=variables,
         stdout=log,
@@ -187,11 +187,19 @@ def loaded(
 
 
 def latest(
-    kafka: KafkaSettings, topics: Topics, keys: int, settle_s: float = 6.0, timeout_s: float = 120
+    kafka: KafkaSettings, topics: Topics, keys: int, quiet_s: float = 6.0, timeout_s: float = 120
 ) -> dict[str, dict[str, Any]]:
-    """The newest revision of every hourly record, once ``keys`` ids were seen and nothing
-    new arrived for ``settle_s``."""
-    records = hourly(kafka, topics, keys, timeout_s=timeout_s, settle_s=settle_s)
+    """The newest revision of every hourly record, once ``keys`` record ids were seen and
+    nothing new arrived for ``quiet_s``."""
+    records = read_until(
+        kafka.bootstrap_servers,
+        topics.name("emissions_hourly"),
+        "emissions_hourly",
+        lambda seen: len({r["record_id"] for r in seen}) >= keys,
+        partitions=spec("emissions_hourly").partitions,
+        timeout_s=timeout_s,
+        quiet_s=quiet_s,
+    )
     by_id: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_id.setdefault(record["record_id"], []).append(record)
@@ -381,14 +389,29 @@ def _two_workers(kafka: KafkaSettings, topics: Topics, tmp_path: Path) -> None:
     events = intensity(kafka, tmp_path, hours=14)
     batches = trace(hosts=6, gpus=2, hours=12, step_s=30, per_batch=20)
     keys = len(reference(samples_of(batches), events))
-    with worker(kafka, tmp_path, name="a", LLCR_DATA_DIR=str(tmp_path / "a")):
-        time.sleep(3)  # the first worker owns every partition; the second joins: a rebalance
-        with worker(kafka, tmp_path, name="b", LLCR_DATA_DIR=str(tmp_path / "b")):
-            time.sleep(4)
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+    with worker(kafka, tmp_path, name="a", loglevel="info", LLCR_DATA_DIR=str(tmp_path / "a")):
+        recovered(a_log, 1)  # the first worker owns every partition
+        with worker(kafka, tmp_path, name="b", loglevel="info", LLCR_DATA_DIR=str(tmp_path / "b")):
+            recovered(a_log, 2)  # the second joined: a rebalance, and both recovered
+            recovered(b_log, 1)
             produce(kafka, topics.name("samples"), [(k, v) for k, v, _ in batches])
             records = latest(kafka, topics, keys)
     assert_equal_to_reference(records, batches, events)
     assert len({r["host"] for r in records.values()}) == 6
+    assert "rebalance: partitions revoked" in a_log.read_text()
+
+
+def recovered(log: Path, times: int, timeout_s: float = 90) -> None:
+    """Wait until the worker writing ``log`` finished ``times`` rebalances (the tables of
+    its assignment recovered)."""
+    line = "rebalance: partitions assigned and recovered"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.read_text(errors="replace").count(line) >= times:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{log.name}: not {times} rebalance(s) in {timeout_s:.0f} s")
 
 
 def test_a_restarted_worker_recovers_every_record_of_the_last_changelog_batch(

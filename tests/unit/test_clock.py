@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from schemas.clock import clock_ms, parse_time_ms, simulated_clock, wall_ms_of
 
 
-def test_processes_with_the_same_anchor_share_one_clock() -> None:
-    anchor_ms = int(time.time() * 1000) - 10_000  # ten wall seconds ago
+def test_processes_with_the_same_anchor_share_one_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    wall = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: wall[0])  # the wall clock, stopped
+    anchor_ms = int(wall[0] * 1000) - 10_000  # ten wall seconds ago
     first = simulated_clock("2023-01-01T00:00:00Z", 360.0, anchor_ms)
-    time.sleep(0.05)
-    second = simulated_clock("2023-01-01T00:00:00Z", 360.0, anchor_ms)  # started later
-    a, b = first(), second()
-    assert abs(a - b) < 360 * 0.01  # same reading, give or take the 10 ms between the calls
-    assert abs(a - (parse_time_ms("2023-01-01T00:00:00Z") / 1000 + 3600)) < 360 * 0.5
+    wall[0] += 5  # the second process starts five seconds later
+    second = simulated_clock("2023-01-01T00:00:00Z", 360.0, anchor_ms)
+    assert first() == second() == parse_time_ms("2023-01-01T00:00:00Z") / 1000 + 15 * 360
 
 
 def test_without_an_anchor_the_clock_starts_when_made() -> None:

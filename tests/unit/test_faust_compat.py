@@ -118,12 +118,13 @@ def test_seek_and_rebalance_signals_exist(app: Any) -> None:
     assert hasattr(app.on_rebalance_complete, "connect")
     called: list[str] = []
 
-    async def callback(*_: Any, **__: Any) -> None:
-        called.append("x")
+    async def callback(what: str) -> None:
+        called.append(what)
 
     faust_compat.on_rebalance(app, callback)
-    assert asyncio.run(_fire(app.on_rebalance_complete)) is None
-    assert called == ["x"]
+    asyncio.run(_fire(app.on_rebalance_complete))
+    asyncio.run(_fire(app.on_partitions_revoked))
+    assert called == [faust_compat.RECOVERED, faust_compat.REVOKED]
 
 
 async def _fire(signal: Any) -> None:
