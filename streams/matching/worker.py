@@ -33,7 +33,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from schemas.bounds import (
@@ -50,10 +49,7 @@ from schemas.topics import spec
 from schemas.units import HOUR_MS
 from streams import faust_compat
 from streams.matching.core import (
-    BINS,
     AbsurdIntensityError,
-    BookKey,
-    Factors,
     Price,
     UnalignedPeriodError,
     check_event,
@@ -62,7 +58,6 @@ from streams.matching.core import (
 from streams.matching.lifecycle import (
     HostState,
     HourSlice,
-    Policy,
     check_sample,
     host_of,
     ingest,
@@ -70,6 +65,15 @@ from streams.matching.lifecycle import (
     sample_json,
     slice_of,
     tick,
+)
+from streams.matching.support import (
+    MatchingStats,
+    OffsetTrack,
+    TableBook,
+    book_key,
+    factors_of,
+    policy_of,
+    slice_key,
 )
 from streams.settings import WorkerSettings
 from streams.topic_reader import committed_offsets, end_offsets
@@ -99,123 +103,6 @@ def register_state_codec() -> None:
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
     faust_compat.register_codec(STATE_CODEC, dumps, pickle.loads)
-
-
-def slice_key(host: str, hour_start_ms: int) -> bytes:
-    return f"{host}|{hour_start_ms}".encode()
-
-
-def book_key(key: BookKey) -> bytes:
-    zone, signal, variant, hour = key
-    return f"{zone}|{signal}|{variant}|{hour}".encode()
-
-
-class TableBook:
-    """The GlobalTable of prices behind the ``PriceSource`` seam."""
-
-    def __init__(self, table: Any) -> None:
-        self._table = table
-
-    def get(self, key: BookKey) -> list[Price | None] | None:
-        value: list[Price | None] | None = self._table.get(book_key(key))
-        return value
-
-    def bins(self, zone: str, signal: str, variant: str, hour: int) -> list[Price | None]:
-        return self.get((zone, signal, variant, hour)) or [None] * BINS
-
-
-@dataclass
-class MatchingStats:
-    batches: int = 0
-    samples: int = 0
-    duplicates: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)
-    records: int = 0
-    live: int = 0
-    reread: int = 0  # seeks back to messages the consumer skipped
-
-
-@dataclass
-class OffsetTrack:
-    """The samples offsets each partition delivered, to find ones the consumer skipped."""
-
-    next_offset: dict[int, int] = field(default_factory=dict)
-    missing: dict[int, set[int]] = field(default_factory=dict)
-    sought_at: dict[int, float] = field(default_factory=dict)
-    tries: dict[int, tuple[int, int]] = field(default_factory=dict)  # (offset, seeks)
-    wait_s: float = 1.0  # between seeks of one partition: a seek takes a fetch to land
-    max_tries: int = 5  # then the offsets are gone (retention): give up, loudly
-    max_gap: int = 10_000  # a longer jump is an offset reset, not a skipped message
-
-    def saw(self, partition: int, offset: int) -> None:
-        expected = self.next_offset.get(partition)
-        if expected is not None and offset - expected > self.max_gap:
-            logger.error(
-                "samples partition %d jumped from offset %d to %d (reset past retention?)",
-                partition,
-                expected,
-                offset,
-            )
-        elif expected is not None and offset > expected:
-            self.missing.setdefault(partition, set()).update(range(expected, offset))
-        elif partition in self.missing:
-            self.missing[partition].discard(offset)
-            if not self.missing[partition]:
-                del self.missing[partition]
-        if expected is None or offset >= expected:
-            self.next_offset[partition] = offset + 1
-
-    def due(self, now: float) -> list[tuple[int, int]]:
-        """(partition, first missing offset) to seek to now."""
-        out = []
-        for partition, offsets in list(self.missing.items()):
-            if now - self.sought_at.get(partition, -self.wait_s) < self.wait_s:
-                continue
-            first = min(offsets)
-            last_first, seeks = self.tries.get(partition, (first, 0))
-            seeks = seeks + 1 if last_first == first else 1
-            if seeks > self.max_tries:
-                logger.error(
-                    "samples partition %d: offsets %d.. still unread after %d seeks; given up",
-                    partition,
-                    first,
-                    self.max_tries,
-                )
-                self.forget(partition)
-                continue
-            self.tries[partition] = (first, seeks)
-            self.sought_at[partition] = now
-            out.append((partition, first))
-        return out
-
-    def forget(self, partition: int) -> None:
-        self.missing.pop(partition, None)
-        self.tries.pop(partition, None)
-
-
-def factors_of(settings: WorkerSettings) -> Factors:
-    return Factors(
-        pue=settings.pue,
-        wue_l_per_kwh=settings.wue_l_per_kwh,
-        embodied_g_per_gpu_hour=settings.embodied_g_per_gpu_hour,
-        default_pue=settings.default_pue,
-        default_wue_l_per_kwh=settings.default_wue_l_per_kwh,
-        average_variant=settings.average_variant,
-    )
-
-
-def policy_of(settings: WorkerSettings) -> Policy:
-    hour_ms = HOUR_MS
-    max_age = settings.max_sample_age_h
-    return Policy(
-        bounds=settings.bounds.to_bounds(),
-        grace_ms=int(settings.grace_s * 1000),
-        max_wait_ms=int(settings.max_wait_s * 1000),
-        live_every_ms=int(settings.live_every_s * 1000),
-        retention_ms=int(settings.retention_h * hour_ms),
-        unpriced_retention_ms=int(settings.unpriced_retention_h * hour_ms),
-        max_age_ms=None if max_age is None else int(max_age * hour_ms),
-    )
 
 
 class Matching:

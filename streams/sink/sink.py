@@ -43,7 +43,7 @@ from schemas.letters import message_letter
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
 from streams.sink.rows import TABLES, Rejected, Row, sample_map
-from streams.sink.store import Store
+from streams.sink.store import RowStore, Store
 
 logger = logging.getLogger(__name__)
 
@@ -132,13 +132,17 @@ class Sink:
         self,
         settings: SinkSettings,
         *,
-        store: Store | None = None,
+        store: RowStore | None = None,
         from_earliest: bool = False,
         clock: Callable[[], float] = time.time,
         stats: SinkStats | None = None,
+        consumer: Callable[[], Any] | None = None,
     ) -> None:
+        """``store`` and ``consumer`` (a factory) replace ClickHouse and Kafka, for tests of
+        the loop's batching and commit rules."""
         self.settings = settings
-        self.store = store or Store(settings.clickhouse)
+        self.store: RowStore = store or Store(settings.clickhouse)
+        self._consumer_factory = consumer
         self.stats = stats if stats is not None else SinkStats()
         self._codec: Codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
         self._topics: dict[str, TopicKey] = {
@@ -158,6 +162,10 @@ class Sink:
     # -- consumer -----------------------------------------------------------------------
 
     def _make_consumer(self) -> Any:
+        if self._consumer_factory is not None:
+            made = self._consumer_factory()
+            made.subscribe(list(self._topics), on_assign=self._on_assign, on_revoke=self._on_revoke)
+            return made
         consumer = clients.consumer(
             self.settings.kafka,
             self.settings.group_id,

@@ -9,13 +9,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from streams.settings import ClickHouseSettings
 from streams.store.client import connect
 from streams.store.migrations import apply_migrations
 
 logger = logging.getLogger(__name__)
+
+
+class RowStore(Protocol):
+    """What the sink's loop needs of the store (``Store`` is the ClickHouse one)."""
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None: ...
+
+    def query(self, sql: str) -> tuple[list[str], list[str], list[tuple[Any, ...]]]: ...
 
 
 class Store:

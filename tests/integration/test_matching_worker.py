@@ -33,7 +33,7 @@ from schemas.topics import Topics, spec
 from streams.embedded.broker import Broker
 from streams.matching.lifecycle import HostState, ingest, slice_of
 from streams.matching.run import changelog_specs
-from streams.matching.worker import slice_key
+from streams.matching.support import slice_key
 from streams.settings import WorkerSettings
 from tests.examples import EXAMPLES
 from tests.kafka_read import read_topic, read_until

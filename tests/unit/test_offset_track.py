@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.matching.worker import OffsetTrack
+from streams.matching.support import OffsetTrack
 
 
 def test_a_skipped_offset_is_due_for_a_seek_until_it_arrives() -> None:
