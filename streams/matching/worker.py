@@ -33,28 +33,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from schemas.bounds import (
-    BoundsError,
-    check_batch_header,
-    check_event_fields,
-)
 from schemas.clock import clock_ms
 from schemas.codec import make_codec
-from schemas.errors import CodecError, RejectedInputError
+from schemas.errors import RejectedInputError
 from schemas.letters import message_letter
-from schemas.records import GpuSampleBatch, GridIntensityEvent
 from schemas.topics import spec
 from schemas.units import HOUR_MS
 from streams import faust_compat
 from streams.matching.core import (
-    AbsurdIntensityError,
     Price,
-    UnalignedPeriodError,
-    check_event,
-    merge_event,
 )
+from streams.matching.intake import Intake
 from streams.matching.lifecycle import (
     HostState,
     HourSlice,
@@ -85,10 +76,6 @@ PRICES_TABLE = "matching-prices"
 
 STATE_CODEC = "llcr-state"
 COMPONENT = "worker.matching"
-
-
-def unknown_zone(zone: str) -> RejectedInputError:
-    return RejectedInputError("unknown_zone", zone)
 
 
 def register_state_codec() -> None:
@@ -126,8 +113,14 @@ class Matching:
         self.stats = MatchingStats()
         self.factors = factors_of(settings)
         self.policy = policy_of(settings)
-        self.zones = set(settings.zones)
-        self.accept_sources = set(settings.accept_sources)
+        self.intake = Intake(
+            codec=self.codec,
+            bounds=self.policy.bounds,
+            zones=frozenset(settings.zones),
+            accept_sources=frozenset(settings.accept_sources),
+            max_intensity_g_per_kwh=settings.max_intensity_g_per_kwh,
+            max_intensity_period_ms=int(settings.max_intensity_period_h * HOUR_MS),
+        )
         names = settings.kafka.topics
         raw = {
             "key_type": bytes,
@@ -260,29 +253,9 @@ class Matching:
                 seen = self._price_seen.get(message.partition, 0)
                 self._price_seen[message.partition] = max(seen, message.offset + 1)
                 try:
-                    record = cast(
-                        GridIntensityEvent, self.codec.decode("grid_intensity", event.value)
-                    )
-                except CodecError as exc:
-                    await self.dead(RejectedInputError(exc.reason, str(exc)), event.value, event)
-                    continue
-                try:
-                    check_event_fields(record, self.policy.bounds)
-                except BoundsError as exc:
-                    await self.dead(exc, event.value, event)
-                    continue
-                if self.zones and record["zone"] not in self.zones:
-                    await self.dead(unknown_zone(record["zone"]), event.value, event)
-                    continue
-                try:
-                    check_event(
-                        record,
-                        self.settings.max_intensity_g_per_kwh,
-                        int(self.settings.max_intensity_period_h * HOUR_MS),
-                    )
-                    changed = merge_event(self.book.get, record)
-                except (AbsurdIntensityError, UnalignedPeriodError) as exc:
-                    await self.dead(exc, event.value, event)
+                    changed = self.intake.intensity(event.value, self.book.get)
+                except RejectedInputError as refused:
+                    await self.dead(refused, event.value, event)
                     continue
                 for key, bins in changed.items():
                     bin_key = book_key(key)
@@ -348,28 +321,9 @@ class Matching:
         sample_now_ms: int,
     ) -> None:
         try:
-            batch = cast(GpuSampleBatch, self.codec.decode("gpu_sample_batch", event.value))
-        except CodecError as exc:
-            await self.dead(RejectedInputError(exc.reason, str(exc)), event.value, event)
-            return
-        try:
-            check_batch_header(batch, self.policy.bounds)
-        except BoundsError as exc:
-            await self.dead(exc, event.value, event)
-            return
-        if self.zones and batch["zone"] not in self.zones:
-            await self.dead(unknown_zone(batch["zone"]), event.value, event)
-            return
-        if batch["source"] not in self.accept_sources:
-            await self.dead(
-                RejectedInputError(
-                    "source_not_accepted",
-                    f"{batch['source']} samples are not priced here "
-                    f"(accept_sources: {sorted(self.accept_sources)})",
-                ),
-                event.value,
-                event,
-            )
+            batch = self.intake.batch(event.value)
+        except RejectedInputError as refused:
+            await self.dead(refused, event.value, event)
             return
         host_key = batch["host"].encode()
         state = touched.get(host_key) or states.get(host_key)
