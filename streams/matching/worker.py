@@ -121,7 +121,31 @@ class Matching:
             max_intensity_g_per_kwh=settings.max_intensity_g_per_kwh,
             max_intensity_period_ms=int(settings.max_intensity_period_h * HOUR_MS),
         )
-        names = settings.kafka.topics
+        self._declare(app)
+        self.book = TableBook(self.prices)
+        # tick() marks hours closed in the host state before their records are delivered;
+        # a batch written to the changelog in between would persist "closed" for records a
+        # crash then loses. Batches and ticks take turns.
+        self._state_lock = asyncio.Lock()
+        # whole host states, built from the table's slices; a rebalance changes what the
+        # table holds (recovered partitions), so it is built again after one
+        self._states: dict[bytes, HostState] = {}
+        self._stale = True  # build them before the next batch or tick (under the lock)
+        # at start, ticks wait (at most price_catchup_s) until the intensity the group had
+        # not read yet is read, so no hour closes unpriced for want of reading its price
+        self._price_seen: dict[int, int] = {}  # intensity partition -> next offset taken
+        self._price_backlog: dict[int, int] | None = None  # partition -> end to reach
+        self._catchup_deadline: float | None = None
+        self._prices_ready = settings.price_catchup_s == 0
+        self._offsets = OffsetTrack()
+        faust_compat.on_rebalance(app, self._rebuild_states)
+        app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
+        app.agent(self.samples_topic, name="matching-samples")(self.match)
+        app.timer(interval=settings.tick_s)(self.lifecycle)
+
+    def _declare(self, app: Any) -> None:
+        """The worker's topics (raw bytes: our codec decodes) and its two tables."""
+        names = self.settings.kafka.topics
         raw = {
             "key_type": bytes,
             "value_type": bytes,
@@ -151,26 +175,6 @@ class Matching:
             # faust derives serializers from key_type/value_type (json by default) and made
             # the changelog topic with them when the table registered: make it again.
             faust_compat.remake_changelog(table, "raw", STATE_CODEC)
-        self.book = TableBook(self.prices)
-        # tick() marks hours closed in the host state before their records are delivered;
-        # a batch written to the changelog in between would persist "closed" for records a
-        # crash then loses. Batches and ticks take turns.
-        self._state_lock = asyncio.Lock()
-        # whole host states, built from the table's slices; a rebalance changes what the
-        # table holds (recovered partitions), so it is built again after one
-        self._states: dict[bytes, HostState] = {}
-        self._stale = True  # build them before the next batch or tick (under the lock)
-        # at start, ticks wait (at most price_catchup_s) until the intensity the group had
-        # not read yet is read, so no hour closes unpriced for want of reading its price
-        self._price_seen: dict[int, int] = {}  # intensity partition -> next offset taken
-        self._price_backlog: dict[int, int] | None = None  # partition -> end to reach
-        self._catchup_deadline: float | None = None
-        self._prices_ready = settings.price_catchup_s == 0
-        self._offsets = OffsetTrack()
-        faust_compat.on_rebalance(app, self._rebuild_states)
-        app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
-        app.agent(self.samples_topic, name="matching-samples")(self.match)
-        app.timer(interval=settings.tick_s)(self.lifecycle)
 
     async def dead(
         self, rejection: RejectedInputError, value: bytes, event: Any, part: str = ""
