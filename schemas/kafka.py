@@ -104,6 +104,20 @@ def consumer(
     )
 
 
+def assign_whole(consumer: Consumer, topics: Mapping[str, int]) -> None:
+    """Assign every partition of each topic (name -> partition count) from its first
+    retained offset, without joining a group: a reader that folds whole topics."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer.assign(
+        [
+            TopicPartition(topic, partition, OFFSET_BEGINNING)
+            for topic, count in topics.items()
+            for partition in range(count)
+        ]
+    )
+
+
 def admin(kafka: KafkaSettings | Mapping[str, str]) -> AdminClient:
     """An admin client (topic creation, listing)."""
     try:

@@ -356,8 +356,6 @@ def run_signals(
 ) -> None:
     """Consume intensity, publish signals, serve the API until ``stop``; ``on_ready`` gets
     the API's URL once it listens."""
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
     kafka = settings.kafka
     codec: Codec = make_codec(kafka.framing, kafka.registry_ids)
     producer = clients.producer(kafka, {"linger.ms": "20"})
@@ -379,13 +377,7 @@ def run_signals(
     signals = Signals(settings, clock_ms=clock_ms, publish=outbox.put)
     # no consumer group: every instance folds the whole retained intensity topic itself
     consumer = clients.consumer(kafka, settings.group_id)
-    topic_name = kafka.topics.name("intensity")
-    consumer.assign(
-        [
-            TopicPartition(topic_name, p, OFFSET_BEGINNING)
-            for p in range(spec("intensity").partitions)
-        ]
-    )
+    clients.assign_whole(consumer, {kafka.topics.name("intensity"): spec("intensity").partitions})
     server = JsonServer(signals.handle, host=settings.api_host, port=settings.api_port)
     server.start()
     logger.info("signals API on %s", server.url)

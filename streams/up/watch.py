@@ -48,7 +48,6 @@ def watch(
     line and a status line every 10 s. ``children``: the supervisor's line. A record the
     view cannot decode or show is counted and skipped: the view outlives any message.
     """
-    from confluent_kafka import TopicPartition
     from rich.console import Console, Group
     from rich.live import Live
     from rich.text import Text
@@ -62,13 +61,7 @@ def watch(
     codec = make_codec(kafka.framing, kafka.registry_ids)
     consumer = clients.consumer(kafka, "llcr-up-view")
     keys: dict[str, TopicKey] = {kafka.topics.name(key): key for key in TOPICS}
-    consumer.assign(
-        [
-            TopicPartition(name, p, 0)
-            for name, key in keys.items()
-            for p in range(spec(key).partitions)
-        ]
-    )
+    clients.assign_whole(consumer, {name: spec(key).partitions for name, key in keys.items()})
     view = LiveView()
     skipped = 0
     console = Console()
