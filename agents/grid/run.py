@@ -25,7 +25,7 @@ from agents.settings import GridFeederSettings, ProviderName
 from agents.spool import Spool
 from schemas import kafka as clients
 from schemas.codec import Codec, make_codec
-from schemas.records import Signal
+from schemas.records import GridIntensityEvent, Signal
 from schemas.units import DAY_MS
 
 logger = logging.getLogger(__name__)
@@ -185,6 +185,41 @@ class Imported:
     filled: int = 0  # of the events: estimates for missing or implausible periods
 
 
+def _paced(
+    events: list[GridIntensityEvent],
+    send: Callable[[list[GridIntensityEvent]], None],
+    pump: Callable[[], object],
+    *,
+    speed: float,
+    stop: threading.Event,
+    clock: Callable[[], float] | None,
+) -> int:
+    """Send ``events`` (sorted by period start) as their time comes: on ``clock`` when
+    given, else ``speed`` file seconds per wall second (0: all at once). How many went."""
+    started = time.monotonic()
+    first = events[0]["period_start_ms"] if events else 0
+    sent = 0
+    while sent < len(events) and not stop.is_set():
+        # everything due by now goes in one spool write (speed 0: all of it at once)
+        if clock is not None:
+            elapsed_ms = clock() * 1000 - first
+        elif speed > 0:
+            elapsed_ms = (time.monotonic() - started) * 1000 * speed
+        else:
+            elapsed_ms = float("inf")
+        due = sent
+        while due < len(events) and events[due]["period_start_ms"] - first <= elapsed_ms:
+            due += 1
+        if due > sent:
+            send(events[sent:due])
+            sent = due
+            continue
+        next_in_s = (events[sent]["period_start_ms"] - first - elapsed_ms) / 1000 / speed
+        pump()
+        stop.wait(min(0.5, max(0.0, next_in_s)))
+    return sent
+
+
 def import_files(
     settings: GridFeederSettings,
     files: Sequence[Path],
@@ -226,30 +261,13 @@ def import_files(
         cycle.extend(feeder.ingest(observations, rank=0, now_ms=now_ms))
     outlet.publish(Cycle(problems=cycle.problems), now_ms)
     events = sorted(cycle.events, key=lambda e: (e["period_start_ms"], e["zone"]))
-    started = time.monotonic()
-    first = events[0]["period_start_ms"] if events else 0
-    sent = 0
-    while sent < len(events) and not stop.is_set():
-        # everything due by now goes in one spool write (speed 0: all of it at once)
-        if clock is not None:
-            elapsed_ms = clock() * 1000 - first
-        elif speed > 0:
-            elapsed_ms = (time.monotonic() - started) * 1000 * speed
-        else:
-            elapsed_ms = float("inf")
-        due = sent
-        while due < len(events) and events[due]["period_start_ms"] - first <= elapsed_ms:
-            due += 1
-        if due > sent:
-            outlet.publish(Cycle(events=events[sent:due]), now_ms)
-            for event in events[sent:due]:
-                published.record(event, rank=0)
-            sent = due
-            continue
-        next_in_s = (events[sent]["period_start_ms"] - first - elapsed_ms) / 1000 / speed
-        outlet.pump()
-        stop.wait(min(0.5, max(0.0, next_in_s)))
-    result.events = sent
+
+    def send(due: list[GridIntensityEvent]) -> None:
+        outlet.publish(Cycle(events=due), now_ms)
+        for event in due:
+            published.record(event, rank=0)
+
+    result.events = _paced(events, send, outlet.pump, speed=speed, stop=stop, clock=clock)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if not outlet.close():
         logger.warning(
