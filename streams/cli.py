@@ -312,7 +312,7 @@ def signals_run(ctx: click.Context) -> None:
     from schemas.clock import clock_ms
     from streams.process import stop_on_signals
     from streams.settings import SignalsSettings
-    from streams.signals.service import run_signals
+    from streams.signals.run import run_signals
 
     settings = SignalsSettings.load(config_file(ctx))
     stop = threading.Event()

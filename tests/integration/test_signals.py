@@ -18,7 +18,7 @@ from schemas.topics import Topics
 from schemas.units import HOUR_MS
 from streams.settings import SignalsSettings
 from streams.signals.core import FlexibleJob, brute_force_window
-from streams.signals.service import run_signals
+from streams.signals.run import run_signals
 from streams.topic_reader import read_to_end
 from tests.sink_run import wait_for
 from tests.unit.test_signals_core import shipped
