@@ -8,7 +8,6 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from agents.grid.repair import RepairPolicy
 from schemas.paths import data_home
 from schemas.settings import LlcrSettings
 from schemas.zones import canonical_zone, check_site, check_zone
@@ -141,16 +140,3 @@ class GridFeederSettings(LlcrSettings):
     state_dir: Path = Field(default_factory=lambda: data_home() / "grid")
     history_days: int = Field(default=14, ge=1, description="Revision memory per period.")
     metrics_port: int | None = None
-
-    def repair_policy(self) -> RepairPolicy:
-        return RepairPolicy(
-            fill=self.fill_gaps,
-            max_fill_h=self.max_fill_h,
-            window_h=self.outlier_window_h,
-            low_ratio=self.outlier_low_ratio,
-            high_ratio=self.outlier_high_ratio,
-            step_ratio=self.outlier_step_ratio,
-            min_delta_g=self.outlier_min_delta_g,
-            judge_marginal=self.outlier_judge_marginal,
-            min_history=self.outlier_min_history,
-        )

@@ -10,11 +10,28 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr
 from schemas.bounds import DEVICE_POWER_W, Bounds
 from schemas.paths import data_home, default_dsn
 from schemas.settings import LlcrSettings
-from streams.removal.capture import CaptureUnitConfig
-from streams.removal.checkpoint import HEAD_FILE
 
 SampleSourceName = Literal["nvml", "replay", "sim"]
 _REAL_SOURCES: tuple[SampleSourceName, ...] = ("nvml", "replay")
+
+
+# the removal service's head checkpoint, beside the store (streams.removal.checkpoint)
+HEAD_FILE = "ledger-head.json"
+
+
+class CaptureUnitConfig(BaseModel):
+    """One on-site capture unit (a site may have one; its id names it on the topics)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    unit_id: str
+    capacity_kg_per_h: float = Field(gt=0)
+    thermal_kwh_per_t: float = Field(gt=0, description="Heat needed per tCO2 captured.")
+    electric_kwh_per_t: float = Field(ge=0, description="Electricity needed per tCO2.")
+    recoverable_heat_fraction: float = Field(default=0.6, ge=0, le=1)
+    min_net_g: float = Field(default=100.0, ge=0, description="Run only above this net.")
+    min_run_h: float = Field(default=1.0, ge=0)
+    ramp_kg_per_h_per_h: float = Field(default=1e9, gt=0)
 
 
 class ClickHouseSettings(BaseModel):

@@ -18,6 +18,7 @@ from agents.grid.files import parse_utc_offset, read_intensity_csv
 from agents.grid.http import ApiClient
 from agents.grid.model import Gap, Problem
 from agents.grid.providers import ElectricityMaps, Neso, Provider, Static, WattTime
+from agents.grid.repair import RepairPolicy
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import zone_is_known
 from agents.publisher import Publisher
@@ -133,7 +134,7 @@ def new_feeder(settings: GridFeederSettings, chains: Sequence[ProviderChain]) ->
         zones=settings.zones,
         ceiling=settings.ceiling_g_per_kwh,
         known=zone_is_known(settings.zones),
-        repair_policy=settings.repair_policy(),
+        repair_policy=repair_policy_of(settings),
     )
 
 
@@ -183,6 +184,21 @@ class Imported:
     problems: list[Problem] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     filled: int = 0  # of the events: estimates for missing or implausible periods
+
+
+def repair_policy_of(settings: GridFeederSettings) -> RepairPolicy:
+    """The feeder's gap and outlier policy from its settings."""
+    return RepairPolicy(
+        fill=settings.fill_gaps,
+        max_fill_h=settings.max_fill_h,
+        window_h=settings.outlier_window_h,
+        low_ratio=settings.outlier_low_ratio,
+        high_ratio=settings.outlier_high_ratio,
+        step_ratio=settings.outlier_step_ratio,
+        min_delta_g=settings.outlier_min_delta_g,
+        judge_marginal=settings.outlier_judge_marginal,
+        min_history=settings.outlier_min_history,
+    )
 
 
 def _paced(
@@ -243,7 +259,7 @@ def import_files(
         zones=settings.zones,
         ceiling=settings.ceiling_g_per_kwh,
         known=known,
-        repair_policy=settings.repair_policy(),
+        repair_policy=repair_policy_of(settings),
     )
     now_ms = int(time.time() * 1000)
     result = Imported()

@@ -18,26 +18,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from schemas.units import HOUR_MS
+from streams.settings import CaptureUnitConfig
 
 G_PER_T = 1_000_000
-
-
-class CaptureUnitConfig(BaseModel):
-    """One on-site capture unit (a site may have one; its id names it on the topics)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    unit_id: str
-    capacity_kg_per_h: float = Field(gt=0)
-    thermal_kwh_per_t: float = Field(gt=0, description="Heat needed per tCO2 captured.")
-    electric_kwh_per_t: float = Field(ge=0, description="Electricity needed per tCO2.")
-    recoverable_heat_fraction: float = Field(default=0.6, ge=0, le=1)
-    min_net_g: float = Field(default=100.0, ge=0, description="Run only above this net.")
-    min_run_h: float = Field(default=1.0, ge=0)
-    ramp_kg_per_h_per_h: float = Field(default=1e9, gt=0)
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from schemas import kafka as clients
 from schemas.codec import make_codec
 from schemas.records import CaptureCommand, CaptureTelemetry
 from schemas.units import HOUR_MS
-from streams.removal.capture import G_PER_T, CaptureUnitConfig, ramped_capture_g
-from streams.settings import ActionsSettings
+from streams.removal.capture import G_PER_T, ramped_capture_g
+from streams.settings import ActionsSettings, CaptureUnitConfig
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from schemas.errors import LlcrError
 from streams.removal.ledger import Head
 
-HEAD_FILE = "ledger-head.json"
-
 
 class HeadFileError(LlcrError):
     """The head checkpoint file exists but cannot be read as one."""

@@ -11,11 +11,10 @@ from typing import Any, Literal
 from schemas.clock import clock_ms
 from schemas.codec import make_codec
 from schemas.topics import spec
-from streams.removal.checkpoint import HEAD_FILE
 from streams.removal.provider import CreditProvider
 from streams.removal.service import Actions
 from streams.removal.stats import ActionStats
-from streams.settings import ActionsSettings, ClickHouseSettings
+from streams.settings import HEAD_FILE, ActionsSettings, ClickHouseSettings
 from streams.store.client import embedded_dir, is_embedded
 from streams.topic_reader import check_reachable, read_to_end
 

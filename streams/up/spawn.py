@@ -150,7 +150,7 @@ def spawn_grid(
 def spawn_removal(spawn: Supervisor, zones: list[str], speed: float, run_dir: Path) -> None:
     """The removal service, its sim capture units and the sim credit provider; the
     ledger's head checkpoint beside the run's store, where `llcr ledger verify` finds it."""
-    from streams.removal.checkpoint import HEAD_FILE
+    from streams.settings import HEAD_FILE
 
     settings = {**removal_env(zones, speed), "LLCR_LEDGER_HEAD": str(run_dir / HEAD_FILE)}
     spawn(

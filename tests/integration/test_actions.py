@@ -27,7 +27,6 @@ from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics
 from schemas.units import HOUR_MS
-from streams.removal.capture import CaptureUnitConfig
 from streams.removal.capture_sim import run_capture_sim
 from streams.removal.checkpoint import read_head, write_head
 from streams.removal.core import Book, Policy
@@ -35,7 +34,7 @@ from streams.removal.ledger import Head
 from streams.removal.provider import CreditProvider
 from streams.removal.provider_sim import Faults, SimProvider
 from streams.removal.service import Actions, LedgerBrokenError
-from streams.settings import ActionsSettings, ClickHouseSettings, SinkSettings
+from streams.settings import ActionsSettings, CaptureUnitConfig, ClickHouseSettings, SinkSettings
 from streams.sink.query import endpoint_file, run_query
 from streams.topic_reader import read_to_end
 from streams.view import REMOVAL_SQL, removal_of, removal_text

@@ -104,3 +104,12 @@ def test_faust_private_members_are_reached_from_one_module() -> None:
             ):
                 faust_private.append(f"{relative}:{node.lineno} .{node.attr}")
     assert faust_private == []
+
+
+def test_settings_modules_import_no_domain_module() -> None:
+    """Settings are leaves: the domain depends on them, never the reverse."""
+    for relative in ("streams/settings.py", "agents/settings.py", "schemas/settings.py"):
+        tree = ast.parse((ROOT / relative).read_text())
+        names = [name for _, name in imported(tree) if name.split(".")[0] in PACKAGES]
+        allowed = [n for n in names if n.startswith("schemas.")]
+        assert names == allowed, f"{relative} imports {sorted(set(names) - set(allowed))}"

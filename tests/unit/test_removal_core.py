@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from schemas.records import EmissionHour
 from schemas.units import HOUR_MS, split_by_key
-from streams.removal.capture import CaptureUnitConfig, plan, ramped_capture_g
+from streams.removal.capture import plan, ramped_capture_g
 from streams.removal.core import (
     Book,
     Policy,
@@ -22,6 +22,7 @@ from streams.removal.core import (
     to_mg,
 )
 from streams.removal.ledger import Chain, Head, verify
+from streams.settings import CaptureUnitConfig
 from tests.examples import EXAMPLES, T0
 
 
