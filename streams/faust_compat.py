@@ -20,7 +20,9 @@ The hooks, and why (docs/matching.md, "Crash and rebalance safety"):
   store's persisted offsets.
 * :func:`table_data`: the table's store mapping, written without faust's buffered send.
 * :func:`seek`: read again a message faust's consumer skipped just after a start.
-* :func:`on_rebalance`: the app's revoke and rebalance-complete signals.
+* :func:`on_rebalance`: the app's revoke and rebalance-complete signals;
+  :func:`assigned_actives` and :func:`settling`: what the worker owns, and whether its
+  tables are whole (the timer closes hours only then).
 """
 
 from __future__ import annotations
@@ -107,6 +109,16 @@ async def seek(app: Any, topic: str, partition: int, offset: int) -> None:
     from faust.types import TP
 
     await app.consumer.seek(TP(topic, partition), offset)
+
+
+def assigned_actives(app: Any) -> set[tuple[str, int]]:
+    """The ``(topic, partition)`` pairs this worker owns now (not its standbys)."""
+    return {(tp.topic, tp.partition) for tp in app.assignor.assigned_actives()}
+
+
+def settling(app: Any) -> bool:
+    """Whether the app is rebalancing or recovering its tables (state half there)."""
+    return bool(app.rebalancing or app.in_recovery)
 
 
 REVOKED = "revoked"

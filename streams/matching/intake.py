@@ -15,7 +15,7 @@ from schemas.bounds import Bounds, check_batch_header, check_event_fields
 from schemas.codec import Codec, SchemaName
 from schemas.errors import CodecError, RejectedInputError
 from schemas.records import GpuSampleBatch, GridIntensityEvent
-from streams.matching.core import BookKey, Price, check_event, merge_event
+from streams.matching.prices import BookKey, Price, check_event, merge_event
 
 
 @dataclass(frozen=True)

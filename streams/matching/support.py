@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.units import HOUR_MS
-from streams.matching.core import BINS, BookKey, Factors, Price
+from streams.matching.core import Factors
 from streams.matching.lifecycle import Policy
+from streams.matching.prices import BINS, BookKey, Price
 from streams.settings import WorkerSettings
 
 logger = logging.getLogger("streams.matching.worker")  # its lines read as the worker's

@@ -42,14 +42,12 @@ from schemas.letters import message_letter
 from schemas.topics import spec
 from schemas.units import HOUR_MS
 from streams import faust_compat
-from streams.matching.core import (
-    Price,
-)
+from streams.matching.admission import check_sample
+from streams.matching.catchup import PriceCatchUp
 from streams.matching.intake import Intake
 from streams.matching.lifecycle import (
     HostState,
     HourSlice,
-    check_sample,
     host_of,
     ingest,
     memoised_versions,
@@ -57,6 +55,7 @@ from streams.matching.lifecycle import (
     slice_of,
     tick,
 )
+from streams.matching.prices import Price
 from streams.matching.support import (
     MatchingStats,
     OffsetTrack,
@@ -67,7 +66,6 @@ from streams.matching.support import (
     slice_key,
 )
 from streams.settings import WorkerSettings
-from streams.topic_reader import committed_offsets, end_offsets
 
 logger = logging.getLogger(__name__)
 HOSTS_TABLE = "matching-hosts"
@@ -133,10 +131,7 @@ class Matching:
         self._stale = True  # build them before the next batch or tick (under the lock)
         # at start, ticks wait (at most price_catchup_s) until the intensity the group had
         # not read yet is read, so no hour closes unpriced for want of reading its price
-        self._price_seen: dict[int, int] = {}  # intensity partition -> next offset taken
-        self._price_backlog: dict[int, int] | None = None  # partition -> end to reach
-        self._catchup_deadline: float | None = None
-        self._prices_ready = settings.price_catchup_s == 0
+        self.catchup = PriceCatchUp(settings, self.intensity_topic.get_topic_name())
         self._offsets = OffsetTrack()
         faust_compat.on_rebalance(app, self._rebuild_states)
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
@@ -254,8 +249,7 @@ class Matching:
             changed_bins: dict[bytes, list[Price | None]] = {}
             for event in events:
                 message = event.message
-                seen = self._price_seen.get(message.partition, 0)
-                self._price_seen[message.partition] = max(seen, message.offset + 1)
+                self.catchup.saw(message.partition, message.offset)
                 try:
                     changed = self.intake.intensity(event.value, self.book.get)
                 except RejectedInputError as refused:
@@ -352,19 +346,23 @@ class Matching:
 
     async def lifecycle(self) -> None:
         """Close, revise and report the hours of this worker's hosts (the timer)."""
-        if self.app.rebalancing or self.app.in_recovery:
+        if faust_compat.settling(self.app):
             return  # a host half recovered must not close its hours
-        if not self._prices_ready and not await self._prices_caught_up():
-            return  # outside the lock: batches go on meanwhile
+        if not self.catchup.ready:
+            actives = faust_compat.assigned_actives(self.app)
+            topic = self.catchup.topic
+            mine = {p for t, p in actives if t == topic} if actives else None
+            if not await self.catchup.caught_up(mine):
+                return  # outside the lock: batches go on meanwhile
         async with self._state_lock:
             await self._lifecycle()
 
     async def _lifecycle(self) -> None:
-        if self.app.rebalancing or self.app.in_recovery:
+        if faust_compat.settling(self.app):
             return
         now_ms = int(self.clock() * 1000)
         topic = self.samples_topic.get_topic_name()
-        actives = {(tp.topic, tp.partition) for tp in self.app.assignor.assigned_actives()}
+        actives = faust_compat.assigned_actives(self.app)
         versions = memoised_versions(self.book)  # once per (zone, hour) for all hosts
         for state in list(self.host_states().values()):
             if (topic, state.partition) not in actives:
@@ -387,53 +385,6 @@ class Matching:
                 self.stats.records += len(out.hourly)
                 self.stats.live += len(out.live)
             await self.persist(self.hosts, self.slice_writes(state))
-
-    async def _prices_caught_up(self) -> bool:
-        """Whether the intensity backlog found at start is read (or waited for long enough).
-
-        The backlog is each intensity partition's end at start, where the group's committed
-        offset is short of it. Partitions assigned to other workers reach this worker
-        through the prices changelog, so only this worker's own count.
-        """
-        now = time.monotonic()
-        if self._catchup_deadline is None:
-            self._catchup_deadline = now + self.settings.price_catchup_s
-        if self._price_backlog is None:
-            try:
-                self._price_backlog = await asyncio.to_thread(self._measure_price_backlog)
-            except Exception as exc:  # the broker unreachable: try again next tick
-                logger.warning("could not measure the intensity backlog: %s", exc)
-                self._prices_ready = now >= self._catchup_deadline
-                return self._prices_ready
-        actives = self.app.assignor.assigned_actives()
-        if not actives:
-            return now >= self._catchup_deadline  # not assigned anything yet
-        topic = self.intensity_topic.get_topic_name()
-        mine = {tp.partition for tp in actives if tp.topic == topic}
-        behind = sorted(
-            p
-            for p, end in self._price_backlog.items()
-            if p in mine and self._price_seen.get(p, 0) < end
-        )
-        if not behind:
-            logger.info("intensity backlog read: hours close from now on")
-            self._prices_ready = True
-        elif now >= self._catchup_deadline:
-            logger.warning(
-                "intensity partitions %s still unread after %.0f s: closing hours anyway",
-                behind,
-                self.settings.price_catchup_s,
-            )
-            self._prices_ready = True
-        return self._prices_ready
-
-    def _measure_price_backlog(self) -> dict[int, int]:
-        topic = self.intensity_topic.get_topic_name()
-        partitions = [(topic, p) for p in range(spec("intensity").partitions)]
-        conf = self.settings.kafka.librdkafka()
-        ends = end_offsets(conf, partitions)
-        done = committed_offsets(conf, self.settings.app_id, partitions)
-        return {p: end for (_, p), end in ends.items() if done.get((topic, p), 0) < end}
 
 
 def register(

@@ -19,8 +19,9 @@ from schemas.bounds import (
 from schemas.errors import RejectedInputError
 from schemas.records import GpuSample, GridIntensityEvent
 from schemas.units import HOUR_MS
+from streams.matching.admission import check_sample
 from streams.matching.core import SeqSet
-from streams.matching.lifecycle import HostState, Policy, check_sample, ingest, slice_of
+from streams.matching.lifecycle import HostState, Policy, ingest, slice_of
 from streams.settings import WorkerSettings
 from tests.examples import EXAMPLES
 from tests.unit.test_matching_core import T0, sample

@@ -129,3 +129,13 @@ def test_seek_and_rebalance_signals_exist(app: Any) -> None:
 
 async def _fire(signal: Any) -> None:
     await signal.send()
+
+
+def test_what_the_timer_reads_of_the_app_exists(app: Any) -> None:
+    """The lifecycle timer asks which partitions this worker owns and whether the app is
+    rebalancing or recovering; those names must stay what faust calls them."""
+    assert hasattr(app.assignor, "assigned_actives")
+    assert faust_compat.assigned_actives(app) == set()  # nothing assigned before a start
+    assert isinstance(type(app).rebalancing, property) or hasattr(app, "rebalancing")
+    assert hasattr(app, "in_recovery")
+    assert faust_compat.settling(app) is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schemas.errors import RejectedInputError
 from schemas.units import HOUR_MS
+from streams.matching.admission import check_sample
 from streams.matching.core import (
     Factors,
     HourEnergy,
@@ -11,7 +12,7 @@ from streams.matching.core import (
     IntensityBook,
     intensity_version,
 )
-from streams.matching.lifecycle import Emitted, HostState, Policy, check_sample, ingest, tick
+from streams.matching.lifecycle import Emitted, HostState, Policy, ingest, tick
 from tests.unit.test_matching_core import T0, event, sample
 
 POLICY = Policy(grace_ms=60_000, max_wait_ms=600_000, live_every_ms=5_000, retention_ms=2 * HOUR_MS)

@@ -125,3 +125,18 @@ def test_applied_sequences_are_a_run_plus_stragglers_from_any_start() -> None:
     assert (applied.lo, applied.upto, applied.extra) == (499, 503, {510})
     assert all(s in applied for s in (499, 500, 501, 502, 510))
     assert not any(s in applied for s in (0, 498, 503, 509, 511))
+
+
+def test_state_pickled_before_the_prices_module_moved_still_loads() -> None:
+    """GlobalTable changelogs written before the intensity book moved to
+    streams.matching.prices name streams.matching.core.Price: they must still load."""
+    import pickle
+
+    from streams.matching.prices import Price
+
+    price = Price((2, 5, "e1"), 123.5, "e1", "em", False)
+    old = pickle.dumps([price, None], protocol=0).replace(
+        b"streams.matching.prices", b"streams.matching.core"
+    )
+    assert b"streams.matching.core" in old
+    assert pickle.loads(old) == [price, None]
