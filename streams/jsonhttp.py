@@ -73,6 +73,24 @@ class JsonServer:
         self.close()
 
 
+def body_length(headers: Any, max_body: int) -> tuple[int, Reply | None]:
+    """The body's length from its headers, or the reply that refuses it: a chunked body
+    (411), a Content-Length that is not a plain non-negative integer (400), one over
+    ``max_body`` (413). Whatever the headers say, no more than ``max_body`` is read."""
+    declared = headers.get("Content-Length")
+    if headers.get("Transfer-Encoding"):
+        return 0, error(411, "send a Content-Length (no chunked bodies)")
+    try:
+        length = int(declared or 0)
+        if length < 0 or (declared is not None and not declared.strip().isdigit()):
+            raise ValueError(declared)
+    except ValueError:
+        return 0, error(400, f"bad Content-Length {declared!r}")
+    if length > max_body:
+        return 0, error(413, f"request too large (at most {max_body} bytes)")
+    return length, None
+
+
 def _handler_class(
     handle: Handle, max_body: int, read_timeout_s: float
 ) -> type[BaseHTTPRequestHandler]:
@@ -85,22 +103,11 @@ def _handler_class(
         timeout = read_timeout_s  # a client that stops sending cannot hold a thread
 
         def _serve(self, method: str) -> None:
-            declared = self.headers.get("Content-Length")
-            if self.headers.get("Transfer-Encoding"):
+            length, refusal = body_length(self.headers, max_body)
+            if refusal is not None:
+                # the unread body must not be parsed as the next request
                 self.close_connection = True
-                self._send(error(411, "send a Content-Length (no chunked bodies)"))
-                return
-            try:
-                length = int(declared or 0)
-                if length < 0 or (declared is not None and not declared.strip().isdigit()):
-                    raise ValueError(declared)
-            except ValueError:
-                self.close_connection = True
-                self._send(error(400, f"bad Content-Length {declared!r}"))
-                return
-            if length > max_body:
-                self.close_connection = True  # the unread body must not be parsed as a request
-                self._send(error(413, f"request too large (at most {max_body} bytes)"))
+                self._send(refusal)
                 return
             try:
                 body = self.rfile.read(length) if length else b""
