@@ -10,6 +10,7 @@ points call; a settings object constructed directly is its arguments and default
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -146,14 +147,51 @@ class LlcrSettings(BaseSettings):
             try:
                 return cls(**overrides)
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-                )
-                raise ConfigError(f"invalid {cls.__name__}: {problems}") from None
+                raise ConfigError(f"invalid {cls.__name__}: {_problems(exc)}") from None
+
+    @classmethod
+    def checked(cls, **fields: Any) -> Self:
+        """Settings from ``fields`` and defaults only (no environment, no file), with
+        :class:`ConfigError` for what is invalid: what an orchestrator gives a child."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {cls.__name__}: {_problems(exc)}") from None
+
+    def child_env(self) -> dict[str, str]:
+        """The ``LLCR_*`` variables that give a child process the fields set on this object
+        (and only those; the rest is the child's own environment and defaults). A nested
+        model's set fields become ``LLCR_<FIELD>__<SUB>``; lists, dicts and models are
+        JSON, secrets are revealed (the environment is how a child receives them)."""
+        env: dict[str, str] = {}
+        for name in sorted(self.model_fields_set):
+            value = getattr(self, name)
+            if isinstance(value, BaseModel):
+                for sub in sorted(value.model_fields_set):
+                    env[f"LLCR_{name.upper()}__{sub.upper()}"] = _env_text(value, sub)
+            else:
+                env[f"LLCR_{name.upper()}"] = _env_text(self, name)
+        return env
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe dump for display; secrets appear as '**********'."""
         return self.model_dump(mode="json")
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _env_text(model: BaseModel, name: str) -> str:
+    """One field as an environment value pydantic-settings reads back to the same value."""
+    value = getattr(model, name)
+    if value is None:
+        raise ValueError(f"{name}: None cannot be given through the environment; leave it unset")
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, str | Path):
+        return str(value)
+    return json.dumps(model.model_dump(mode="json", include={name})[name])
 
 
 @contextmanager

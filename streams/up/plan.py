@@ -8,7 +8,6 @@ The one module of the tree that reads the agents' file formats from the streams 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -18,14 +17,21 @@ from pathlib import Path
 import click
 
 from agents.cli import bundled_grid_files
+from agents.settings import GpuAgentSettings, GridFeederSettings
 from schemas.errors import ConfigError
 from schemas.units import HOUR_MS
 from streams.embedded.broker import free_port
+from streams.settings import (
+    ActionsSettings,
+    CaptureUnitConfig,
+    ClickHouseSettings,
+    SignalsSettings,
+    SinkSettings,
+    WorkerSettings,
+)
 
 SIM_START = "2023-01-01T00:00:00Z"  # where the shipped grid data starts
 DEFAULT_ZONES = ("DE", "FR", "GB")
-
-__all__ = ["bundled_grid_files"]  # the spawner names the shipped files through this module
 
 
 def new_run_dir(home: Path) -> Path:
@@ -190,27 +196,96 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")[:24]
 
 
-def removal_env(zones: list[str], speed: float) -> dict[str, str]:
+def shipped_files(zones: list[str]) -> list[Path]:
+    """The shipped 2023 grid files of ``zones``."""
+    return [f for f in bundled_grid_files() if f.name.split("_")[0] in zones]
+
+
+# -- each child's settings: typed and validated here, passed as LLCR_* ----------------
+
+
+def sink_env(dsn: str) -> dict[str, str]:
+    """The sink on the run's store. A simulated hour passes in seconds here, so it writes
+    every 0.5 s instead of every second (docs/benchmarks.md, end to end)."""
+    return SinkSettings.checked(
+        clickhouse=ClickHouseSettings(dsn=dsn), batch_max_wait_s=0.5
+    ).child_env()
+
+
+def worker_env(zones: list[str], clock: Clock, variant: str, data_dir: Path) -> dict[str, str]:
+    """The matching worker: the run's zones and variant, its sim hosts priced (`up` is the
+    demo; a deployment's worker is not), provisional numbers every 0.5 s."""
+    return WorkerSettings.checked(
+        data_dir=data_dir,
+        zones=zones,
+        grace_s=max(5.0, clock.speed),
+        max_wait_s=10.0,
+        average_variant=variant,
+        accept_sources=["nvml", "replay", "sim"],
+        live_every_s=0.5,
+        tick_s=0.25,
+        # Every tick visits every retained hour of every host. Intensity comes seconds
+        # late here at most, and 72 h pass in 12 minutes at 360x: 2 h is plenty.
+        retention_h=float(os.environ.get("LLCR_RETENTION_H", "2")),
+    ).child_env()
+
+
+def signals_env(port: int, variant: str) -> dict[str, str]:
+    return SignalsSettings.checked(api_port=port, variant=variant).child_env()
+
+
+def removal_env(zones: list[str], speed: float, ledger_head: Path) -> dict[str, str]:
     """Settings of the removal processes: one sim capture unit per site, the sim provider,
-    and deadlines short enough to see orders."""
+    deadlines short enough to see orders, and the ledger's head checkpoint."""
     units = {
-        f"{zone.lower()}-site": {
-            "unit_id": f"{zone.lower()}-capture-1",
-            "capacity_kg_per_h": 0.5,
-            "thermal_kwh_per_t": 2000,
-            "electric_kwh_per_t": 2700,
-            "recoverable_heat_fraction": 0.6,
-            "min_net_g": 10,
-            "ramp_kg_per_h_per_h": 2,
-        }
+        f"{zone.lower()}-site": CaptureUnitConfig(
+            unit_id=f"{zone.lower()}-capture-1",
+            capacity_kg_per_h=0.5,
+            thermal_kwh_per_t=2000,
+            electric_kwh_per_t=2700,
+            recoverable_heat_fraction=0.6,
+            min_net_g=10,
+            ramp_kg_per_h_per_h=2,
+        )
         for zone in zones
     }
-    return {
-        "LLCR_CAPTURE_UNITS": json.dumps(units),
-        "LLCR_PROVIDER_URL": f"http://127.0.0.1:{free_port()}",
-        "LLCR_MIN_LOT_G": "100",
-        "LLCR_LATENCY_TARGET_H": "6",
-        "LLCR_ORDER_LEAD_H": "1",
-        "LLCR_PLAN_QUIET_S": str(max(0.5, 30.0 / speed)),
-        "LLCR_CAPTURE_WINDOW_H": "2",
-    }
+    return ActionsSettings.checked(
+        capture_units=units,
+        provider_url=f"http://127.0.0.1:{free_port()}",
+        min_lot_g=100,
+        latency_target_h=6.0,
+        order_lead_h=1.0,
+        plan_quiet_s=max(0.5, 30.0 / speed),
+        capture_window_h=2.0,
+        ledger_head=ledger_head,
+    ).child_env()
+
+
+def grid_env(
+    state_dir: Path,
+    *,
+    utc_offset: str | None = None,
+    live_zones: list[str] | None = None,
+    static: dict[str, float] | None = None,
+) -> dict[str, str]:
+    """The grid feeder: replaying files (a named UTC offset for their naive times), or
+    live on ``live_zones`` with ``static`` means as the fallback."""
+    fields: dict[str, object] = {"state_dir": state_dir}
+    if utc_offset is not None:
+        fields["file_utc_offset"] = utc_offset
+    if live_zones is not None:
+        fields.update(zones=live_zones, static_g_per_kwh=static or {}, poll_interval_s=60.0)
+    return GridFeederSettings.checked(**fields).child_env()
+
+
+def agent_env(host: str, zone: str, spool_dir: Path, clock: Clock) -> dict[str, str]:
+    """One GPU agent: its host, zone and site, sampling every 10 simulated seconds."""
+    interval = 1.0 if clock.start is None else max(0.02, 10 / clock.speed)
+    return GpuAgentSettings.checked(
+        host=host,
+        zone=zone,
+        site=f"{zone.lower()}-site",
+        spool_dir=spool_dir,
+        sample_interval_s=interval,
+        publish_interval_s=0.25,
+    ).child_env()

@@ -3,8 +3,6 @@ deployable as its own child of the supervisor, with the settings `up` gives it."
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import threading
 from pathlib import Path
@@ -21,10 +19,15 @@ from streams.supervisor import Supervisor
 from streams.up.plan import (
     Clock,
     RunPlan,
-    bundled_grid_files,
+    agent_env,
+    grid_env,
     removal_env,
+    shipped_files,
     shipped_means,
+    signals_env,
+    sink_env,
     slug,
+    worker_env,
 )
 
 
@@ -58,7 +61,7 @@ def spawn_run(spawn: Supervisor, run: RunPlan, dsn: str, stop: threading.Event) 
     stop.wait(STAGGER_S)
     spawn_removal(spawn, run.zones, run.clock.speed, run.run_dir)
     signals_port = free_port()
-    spawn("signals", ["signals", "run"], LLCR_API_PORT=str(signals_port), LLCR_VARIANT=run.variant)
+    spawn("signals", ["signals", "run"], **signals_env(signals_port, run.variant))
     grid = spawn_grid(
         spawn,
         run.zones,
@@ -89,26 +92,12 @@ def spawn_store_and_worker(
     spawn: Supervisor, dsn: str, zones: list[str], clock: Clock, *, variant: str, run_dir: Path
 ) -> None:
     """The sink (started first, stopped last: it stores what the others emit while
-    stopping) and the matching worker.
-
-    Latency settings (docs/benchmarks.md, end to end): a simulated hour passes in seconds
-    here, so provisional numbers refresh every 0.5 s instead of every 5 s."""
-    spawn("sink", ["sink"], LLCR_CLICKHOUSE__DSN=dsn, LLCR_BATCH_MAX_WAIT_S="0.5")
+    stopping) and the matching worker."""
+    spawn("sink", ["sink"], **sink_env(dsn))
     spawn(
         "worker",
         ["worker", "--loglevel", "warning"],
-        LLCR_DATA_DIR=str(run_dir / "worker"),
-        LLCR_ZONES="[" + ",".join(f'"{z}"' for z in zones) + "]",
-        LLCR_GRACE_S=str(max(5.0, clock.speed)),
-        LLCR_MAX_WAIT_S="10",
-        LLCR_AVERAGE_VARIANT=variant,
-        # `up` is the demo: its sim hosts are priced (a deployment's worker is not)
-        LLCR_ACCEPT_SOURCES='["nvml","replay","sim"]',
-        LLCR_LIVE_EVERY_S="0.5",
-        LLCR_TICK_S="0.25",
-        # Every tick visits every retained hour of every host. Intensity comes seconds
-        # late here at most, and 72 h pass in 12 minutes at 360x: 2 h is plenty.
-        LLCR_RETENTION_H=os.environ.get("LLCR_RETENTION_H", "2"),
+        **worker_env(zones, clock, variant, run_dir / "worker"),
     )
 
 
@@ -124,26 +113,15 @@ def spawn_grid(
     """The grid feeder: files replayed on the simulated clock, or (live) the providers
     polled, with each zone's shipped 2023 mean as the static fallback. Says what it runs."""
     if clock.start is not None:
-        paths = [str(f) for f in files] or [
-            str(f) for f in bundled_grid_files() if f.name.split("_")[0] in zones
-        ]
-        offset = {} if utc_offset is None else {"LLCR_FILE_UTC_OFFSET": utc_offset}
+        paths = [str(f) for f in files or shipped_files(zones)]
         spawn(
             "grid",
             ["agent", "grid", *clock.args(), *[arg for f in paths for arg in ("--from-csv", f)]],
-            LLCR_STATE_DIR=str(state_dir),
-            **offset,
+            **grid_env(state_dir, utc_offset=utc_offset),
         )
         return f"{len(paths)} file(s)"
     fallback = shipped_means(zones)
-    spawn(
-        "grid",
-        ["agent", "grid"],
-        LLCR_STATE_DIR=str(state_dir),
-        LLCR_ZONES=json.dumps(zones),
-        LLCR_STATIC_G_PER_KWH=json.dumps(fallback),
-        LLCR_POLL_INTERVAL_S="60",
-    )
+    spawn("grid", ["agent", "grid"], **grid_env(state_dir, live_zones=zones, static=fallback))
     return f"live providers; static fallback for {', '.join(fallback) or 'no zone'}"
 
 
@@ -152,7 +130,7 @@ def spawn_removal(spawn: Supervisor, zones: list[str], speed: float, run_dir: Pa
     ledger's head checkpoint beside the run's store, where `llcr ledger verify` finds it."""
     from streams.settings import HEAD_FILE
 
-    settings = {**removal_env(zones, speed), "LLCR_LEDGER_HEAD": str(run_dir / HEAD_FILE)}
+    settings = removal_env(zones, speed, run_dir / HEAD_FILE)
     spawn(
         "provider-sim",
         ["actions", "provider-sim", "--port", settings["LLCR_PROVIDER_URL"].split(":")[-1]],
@@ -191,10 +169,5 @@ def spawn_agents(
         spawn(
             f"agent-{host}",
             ["agent", "gpu", *source],
-            LLCR_HOST=host,
-            LLCR_ZONE=zone,
-            LLCR_SITE=f"{zone.lower()}-site",
-            LLCR_SPOOL_DIR=str(spool_root / host),
-            LLCR_SAMPLE_INTERVAL_S=str(1.0 if clock.start is None else max(0.02, 10 / clock.speed)),
-            LLCR_PUBLISH_INTERVAL_S="0.25",
+            **agent_env(host, zone, spool_root / host, clock),
         )

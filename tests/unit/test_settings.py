@@ -130,3 +130,32 @@ def test_only_load_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     loaded = WorkerSettings.load()
     assert loaded.zones == ["XX"] and loaded.kafka.bootstrap_servers == "elsewhere:9092"
     assert WorkerSettings().zones == built.zones  # load() left nothing behind
+
+
+def test_a_child_env_reads_back_to_the_same_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an orchestrator sets on a child's settings reaches the child unchanged through
+    LLCR_*: nested models, lists, dicts of models, paths and secrets included."""
+    from streams.settings import ActionsSettings, CaptureUnitConfig, ClickHouseSettings
+
+    unit = CaptureUnitConfig(
+        unit_id="u1", capacity_kg_per_h=0.5, thermal_kwh_per_t=2000, electric_kwh_per_t=2700
+    )
+    given = ActionsSettings.checked(
+        capture_units={"s1": unit},
+        min_lot_g=100,
+        plan_quiet_s=0.5,
+        ledger_head=Path("/r/head.json"),
+        provider_token="tok-secret",  # type: ignore[arg-type]
+    )
+    env = given.child_env()
+    assert env["LLCR_PROVIDER_TOKEN"] == "tok-secret" and "LLCR_TICK_S" not in env  # only set
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    back = ActionsSettings.load()
+    assert back.capture_units == given.capture_units and back.ledger_head == given.ledger_head
+    assert (back.min_lot_g, back.plan_quiet_s) == (100, 0.5)
+    assert back.provider_token.get_secret_value() == "tok-secret"
+    sink = SinkSettings.checked(clickhouse=ClickHouseSettings(dsn="chdb:/x"), batch_max_wait_s=0.5)
+    assert sink.child_env() == {"LLCR_BATCH_MAX_WAIT_S": "0.5", "LLCR_CLICKHOUSE__DSN": "chdb:/x"}
+    with pytest.raises(ConfigError, match="min_lot_g"):
+        ActionsSettings.checked(min_lot_g=0)  # invalid for the child: refused in the parent
