@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 
 from schemas.bounds import bounded_letter_fields
+from schemas.kafka import Message, position
 from schemas.records import DeadLetter
 
 
@@ -47,6 +48,24 @@ def message_letter(
         "value": kept,  # a tombstone has no bytes: b""
         "failed_at_ms": failed_at_ms,
     }
+
+
+def consumed_letter(
+    component: str, code: str, reason: str, message: Message, failed_at_ms: int
+) -> DeadLetter:
+    """The dead letter of a whole consumed message (its key and bytes as they came)."""
+    topic, partition, offset = position(message)
+    return message_letter(
+        component,
+        code,
+        reason,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=message.key(),
+        value=message.value(),
+        failed_at_ms=failed_at_ms,
+    )
 
 
 def input_letter(

@@ -33,8 +33,8 @@ from typing import Any
 from schemas import kafka as clients
 from schemas.codec import Codec, SchemaName, make_codec
 from schemas.errors import LlcrError
-from schemas.kafka import Message, position
-from schemas.letters import input_letter, message_letter
+from schemas.kafka import Message
+from schemas.letters import consumed_letter, input_letter
 from schemas.records import (
     CaptureCommand,
     CaptureTelemetry,
@@ -219,18 +219,7 @@ class Actions:
         logger.warning(
             "rejected %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), reason
         )
-        topic, partition, offset = position(message)
-        return message_letter(
-            COMPONENT,
-            code,
-            reason,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=message.key(),
-            value=message.value(),
-            failed_at_ms=self.clock_ms(),
-        )
+        return consumed_letter(COMPONENT, code, reason, message, self.clock_ms())
 
     def _order_dead_letter(self, order: RemovalOrder, code: str, reason: str) -> DeadLetter:
         self.stats.dead_letters += 1

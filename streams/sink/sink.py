@@ -39,7 +39,7 @@ from schemas import kafka as clients
 from schemas.bounds import BoundsError
 from schemas.codec import Codec, make_codec
 from schemas.kafka import Message, position
-from schemas.letters import message_letter
+from schemas.letters import consumed_letter
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
 from streams.sink.rows import TABLES, Rejected, Row, sample_map
@@ -92,18 +92,7 @@ class _Batch:
 
 def dead_letter_row(message: Message, *, code: str, reason: str, failed_at_ms: int) -> Row:
     """A ``dead_letters`` row for a consumed message the sink could not store."""
-    topic, partition, offset = position(message)
-    letter = message_letter(
-        COMPONENT,
-        code,
-        reason,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=message.key(),
-        value=message.value(),
-        failed_at_ms=failed_at_ms,
-    )
+    letter = consumed_letter(COMPONENT, code, reason, message, failed_at_ms)
     key = letter.get("key")
     return (
         letter["dead_letter_id"],
