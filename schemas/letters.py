@@ -35,19 +35,16 @@ def message_letter(
     part: str = "",
 ) -> DeadLetter:
     """The dead letter of (a part of) a consumed Kafka message."""
-    reason, key, kept = bounded_letter_fields(reason, key, value)
-    return {
-        "dead_letter_id": f"{topic}:{partition}:{offset}{part}",
-        "component": component,
-        "source_topic": topic,
-        "source_partition": partition,
-        "source_offset": offset,
-        "reason_code": code,
-        "reason": reason,
-        "key": key,
-        "value": kept,  # a tombstone has no bytes: b""
-        "failed_at_ms": failed_at_ms,
-    }
+    return _letter(
+        f"{topic}:{partition}:{offset}{part}",
+        component,
+        (topic, partition, offset),
+        code=code,
+        reason=reason,
+        key=key,
+        value=value,  # a tombstone has no bytes: b""
+        failed_at_ms=failed_at_ms,
+    )
 
 
 def consumed_letter(
@@ -83,13 +80,37 @@ def input_letter(
     if own_id is None:
         digest = hashlib.sha256(f"{code}\0{reason}\0".encode() + value)
         own_id = digest.hexdigest()[:32]
+    return _letter(
+        f"{component}:{own_id}",
+        component,
+        None,
+        code=code,
+        reason=reason,
+        key=key,
+        value=value,
+        failed_at_ms=failed_at_ms,
+    )
+
+
+def _letter(
+    letter_id: str,
+    component: str,
+    source: tuple[str, int, int] | None,
+    *,
+    code: str,
+    reason: str,
+    key: bytes | None,
+    value: bytes | None,
+    failed_at_ms: int,
+) -> DeadLetter:
     reason, key, kept = bounded_letter_fields(reason, key, value)
+    topic, partition, offset = source if source is not None else (None, None, None)
     return {
-        "dead_letter_id": f"{component}:{own_id}",
+        "dead_letter_id": letter_id,
         "component": component,
-        "source_topic": None,
-        "source_partition": None,
-        "source_offset": None,
+        "source_topic": topic,
+        "source_partition": partition,
+        "source_offset": offset,
         "reason_code": code,
         "reason": reason,
         "key": key,

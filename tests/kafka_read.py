@@ -23,10 +23,7 @@ def read_topic(
 ) -> list[dict[str, Any]]:
     """Poll until ``expected`` records arrived (then ``settle_s`` more, to catch extras)."""
     codec = Codec()
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": "false"}
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    consumer = _from_the_start(bootstrap, topic, partitions)
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     settle_until: float | None = None
@@ -58,10 +55,7 @@ def read_until(
     """Poll until ``done(records)`` holds and no record arrived for ``quiet_s`` (so a
     revision still on its way is read too); fails after ``timeout_s``."""
     codec = Codec()
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": "false"}
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    consumer = _from_the_start(bootstrap, topic, partitions)
     records: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     last = time.monotonic()
@@ -76,3 +70,12 @@ def read_until(
     finally:
         consumer.close()
     raise AssertionError(f"read {len(records)} record(s) of {topic}; not done in {timeout_s}s")
+
+
+def _from_the_start(bootstrap: str, topic: str, partitions: int) -> Consumer:
+    """A consumer assigned every partition of ``topic`` from offset 0 (no group joined)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": "false"}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    return consumer
