@@ -20,6 +20,10 @@ The hooks, and why (docs/matching.md, "Crash and rebalance safety"):
   store's persisted offsets.
 * :func:`table_data`: the table's store mapping, written without faust's buffered send.
 * :func:`seek`: read again a message faust's consumer skipped just after a start.
+* :func:`guard_offsets`: where each partition starts reading after a seek to its
+  committed offset (so a skipped *first* message is seen too), and no commit past the
+  first offset the worker has not read: faust counts a skipped offset as done, and a
+  crash between its commit and the re-read lost the message.
 * :func:`on_rebalance`: the app's revoke and rebalance-complete signals;
   :func:`assigned_actives` and :func:`settling`: what the worker owns, and whether its
   tables are whole (the timer closes hours only then).
@@ -33,6 +37,10 @@ from typing import Any
 
 #: ``(topic, partition)`` pairs -> the end offset of each (the next offset to be written).
 EndOffsets = Callable[[list[tuple[str, int]]], dict[tuple[str, int], int]]
+#: ``started(partition, offset)``: the partition reads from ``offset`` now.
+Started = Callable[[int, int], None]
+#: ``hold(partition)``: the highest offset that may be committed (None: no limit).
+Hold = Callable[[int], "int | None"]
 
 
 def transport_with_fetch_highwaters(app: Any, end_offsets: EndOffsets) -> Any:
@@ -41,6 +49,29 @@ def transport_with_fetch_highwaters(app: Any, end_offsets: EndOffsets) -> Any:
     from faust.transport.drivers import aiokafka as driver
 
     class FetchHighwatersConsumer(driver.Consumer):
+        #: topic -> (started, hold), set by :func:`guard_offsets`
+        guards: dict[str, tuple[Started, Hold]] = {}  # noqa: RUF012 (a class per app)
+
+        async def seek_to_committed(self) -> Any:
+            committed = await super().seek_to_committed()
+            for topic, (started, _) in self.guards.items():
+                mine = {tp: offset for tp, offset in committed.items() if tp.topic == topic}
+                unset = [tp for tp, offset in mine.items() if offset is None or offset < 0]
+                # no committed offset: the consumer starts at the log start (earliest)
+                earliest = await self.earliest_offsets(*unset) if unset else {}
+                for tp, offset in mine.items():
+                    started(tp.partition, earliest.get(tp, offset))
+            return committed
+
+        async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+            held = dict(offsets)
+            for tp, offset in offsets.items():
+                guard = self.guards.get(tp.topic)
+                limit = guard[1](tp.partition) if guard else None
+                if limit is not None and offset > limit:
+                    held[tp] = limit
+            return bool(await super()._commit_offsets(held, start_new_transaction))
+
         async def highwaters(self, *partitions: Any) -> dict[Any, int]:
             if self.in_transaction:  # never here: no transactions on Tansu
                 return dict(await super().highwaters(*partitions))
@@ -54,6 +85,18 @@ def transport_with_fetch_highwaters(app: Any, end_offsets: EndOffsets) -> Any:
 
     Transport.Consumer = FetchHighwatersConsumer
     return Transport(app.conf.broker_consumer, app)
+
+
+def guard_offsets(app: Any, topic: str, started: Started, hold: Hold) -> None:
+    """Guard the consumer's offsets of ``topic`` (the app's transport must be
+    :func:`transport_with_fetch_highwaters`'s).
+
+    ``started(partition, offset)`` is called each time the consumer seeks a partition to
+    its committed offset (after every rebalance, and when faust fetches while its flow is
+    stopped), with the log start when nothing is committed: the offset the next message
+    must have. A commit of a partition never passes ``hold(partition)``.
+    """
+    app.transport.Consumer.guards[topic] = (started, hold)
 
 
 def register_codec(name: str, dumps: Callable[[Any], bytes], loads: Callable[[bytes], Any]) -> None:

@@ -63,6 +63,24 @@ class OffsetTrack:
     max_tries: int = 5  # then the offsets are gone (retention): give up, loudly
     max_gap: int = 10_000  # a longer jump is an offset reset, not a skipped message
 
+    def clear(self) -> None:
+        """Forget every partition (a rebalance: each starts again from its commit)."""
+        for offsets in (self.next_offset, self.missing, self.sought_at, self.tries):
+            offsets.clear()
+
+    def started(self, partition: int, offset: int) -> None:
+        """The consumer reads ``partition`` from ``offset`` now (a seek to its committed
+        offset): the next message must have it, and what was missing is read again."""
+        self.next_offset[partition] = offset
+        self.forget(partition)
+
+    def hold(self, partition: int) -> int | None:
+        """The highest offset of ``partition`` that may be committed: its first missing
+        one (None: nothing missing). faust counts a skipped offset as done; committing
+        past it would lose its samples to a crash before the re-read."""
+        offsets = self.missing.get(partition)
+        return min(offsets) if offsets else None
+
     def saw(self, partition: int, offset: int) -> None:
         expected = self.next_offset.get(partition)
         if expected is not None and offset - expected > self.max_gap:

@@ -134,6 +134,12 @@ class Matching:
         self.catchup = PriceCatchUp(settings, self.intensity_topic.get_topic_name())
         self._offsets = OffsetTrack()
         faust_compat.on_rebalance(app, self._rebuild_states)
+        faust_compat.guard_offsets(
+            app,
+            self.samples_topic.get_topic_name(),
+            started=self._offsets.started,
+            hold=self._offsets.hold,
+        )
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
         app.agent(self.samples_topic, name="matching-samples")(self.match)
         app.timer(interval=settings.tick_s)(self.lifecycle)
@@ -200,7 +206,7 @@ class Matching:
         # only a flag: a batch in progress keeps its states and writes its slices first
         logger.info("rebalance: partitions %s; host states are rebuilt before the next batch", what)
         self._stale = True
-        self._offsets = OffsetTrack()  # partitions start again from committed offsets
+        self._offsets.clear()  # partitions start again from committed offsets
 
     def host_states(self) -> dict[bytes, HostState]:
         """Every host the table holds slices of (standby copies included). Called under
@@ -292,8 +298,9 @@ class Matching:
 
         faust's consumer can skip a message within a second of a start, when its seek to
         the committed offsets races the first fetch (a one-offset gap, in 4 of 18 restarts
-        of a probe; docs/matching.md). faust counts a skipped offset as done, so it would
-        be committed and its samples lost for good.
+        of a probe; docs/matching.md). faust counts a skipped offset as done; the offset
+        guard (``faust_compat.guard_offsets``) keeps commits of the partition at the first
+        missing offset until it is read, so a crash before the re-read loses nothing.
         """
         topic = self.samples_topic.get_topic_name()
         for partition, first in self._offsets.due(time.monotonic()):

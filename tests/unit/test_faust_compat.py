@@ -70,6 +70,54 @@ def test_the_highwaters_override_answers_the_fetch_end() -> None:
     assert asked == [[("t", 0), ("t", 2)]]
 
 
+def test_the_offset_guard_sees_each_seek_start_and_holds_commits() -> None:
+    """The consumer's seek to committed offsets reports where each guarded partition
+    starts (the log start when nothing is committed), and a commit never passes the
+    guard's hold."""
+    base = faust.transport.consumer.Consumer
+    assert "await self.seek_to_committed()" in inspect.getsource(base.perform_seek)
+    assert parameters(driver.Consumer.seek_to_committed) == ["self"]
+    assert parameters(driver.Consumer.earliest_offsets) == ["self", "partitions"]
+    assert parameters(base._commit_offsets) == ["self", "offsets", "start_new_transaction"]
+    assert "self._commit_offsets(" in inspect.getsource(base._commit_tps)
+
+    fake_app = SimpleNamespace(conf=SimpleNamespace(broker_consumer=[]))
+    transport = faust_compat.transport_with_fetch_highwaters(fake_app, lambda tps: {})
+    faust_app = SimpleNamespace(transport=transport)
+    started: list[tuple[int, int]] = []
+    faust_compat.guard_offsets(
+        faust_app, "s", lambda p, o: started.append((p, o)), lambda p: 5 if p == 0 else None
+    )
+    consumer = type(transport).Consumer
+    assert consumer.guards.keys() == {"s"}
+    committed_at = {TP("s", 0): 9, TP("s", 1): None, TP("other", 0): 3}
+    committed: list[dict[TP, int]] = []
+
+    async def seek_to_committed(self: Any) -> dict[TP, int | None]:
+        return committed_at
+
+    async def earliest_offsets(*partitions: TP) -> dict[TP, int]:
+        return {tp: 2 for tp in partitions}
+
+    async def commit_offsets(self: Any, offsets: Any, start_new_transaction: bool) -> bool:
+        committed.append(dict(offsets))
+        return True
+
+    me = object.__new__(consumer)  # no broker: only the members the overrides use
+    me.earliest_offsets = earliest_offsets  # type: ignore[method-assign]
+    parent = consumer.__mro__[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(parent, "seek_to_committed", seek_to_committed)
+        patch.setattr(base, "_commit_offsets", commit_offsets)
+        assert asyncio.run(consumer.seek_to_committed(me)) == committed_at
+        offsets = {TP("s", 0): 8, TP("s", 1): 8, TP("other", 0): 8}
+        assert asyncio.run(consumer._commit_offsets(me, offsets)) is True
+    assert sorted(started) == [(0, 9), (1, 2)]  # partition 1: nothing committed, log start
+    assert committed == [{TP("s", 0): 5, TP("s", 1): 8, TP("other", 0): 8}]
+    # a faust upgrade that gives the driver its own _commit_offsets bypasses ours
+    assert "_commit_offsets" not in vars(driver.Consumer)
+
+
 def test_a_registered_codec_round_trips_through_faust() -> None:
     assert {"_dumps", "_loads"} <= set(vars(codecs.Codec))
     faust_compat.register_codec("llcr-test", pickle.dumps, pickle.loads)

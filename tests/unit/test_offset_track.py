@@ -42,3 +42,25 @@ def test_a_jump_past_max_gap_is_an_offset_reset_not_a_skip() -> None:
     track.saw(4, 5)
     track.saw(4, 5 + 1 + track.max_gap + 1)  # logged as an error, nothing held for it
     assert track.missing == {} and track.next_offset[4] == 5 + track.max_gap + 3
+
+
+def test_a_skipped_first_message_is_seen_against_where_the_seek_started() -> None:
+    track = OffsetTrack()
+    track.started(2, 40)  # the committed offset the consumer sought to
+    track.saw(2, 41)  # 40 never came: with no start known this looked like a first read
+    assert track.missing[2] == {40}
+    assert track.hold(2) == 40 and track.hold(5) is None
+    assert track.due(now=1.0) == [(2, 40)]
+    track.saw(2, 40)
+    assert track.hold(2) is None and track.missing == {}
+
+
+def test_a_seek_to_committed_offsets_reads_the_missing_ones_again() -> None:
+    track = OffsetTrack()
+    track.saw(1, 10)
+    track.saw(1, 13)
+    assert track.hold(1) == 11
+    track.started(1, 11)  # a rebalance sought back to the commit, which the hold kept at 11
+    assert track.missing == {} and track.next_offset[1] == 11
+    track.saw(1, 11)
+    assert track.missing == {}
