@@ -30,6 +30,14 @@ class GpuAgentSettings(LlcrSettings):
     source: Literal["nvml", "sim", "replay"] = "nvml"
     sample_interval_s: float = Field(default=1.0, gt=0)
     publish_interval_s: float = Field(default=1.0, gt=0)
+    sample_format: Literal["block", "batch"] = Field(
+        default="block",
+        description=(
+            "block: columnar llcr.v2.GpuSampleBlock (this release's readers take both); "
+            "batch: per-sample llcr.v1.GpuSampleBatch, while readers older than this "
+            "release still consume gpu.samples."
+        ),
+    )
     spool_dir: Path = Field(default_factory=lambda: data_home() / "spool")
     spool_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     queue_max_batches: int = Field(default=1000, ge=1)

@@ -14,7 +14,9 @@ Timestamps are plain ``long`` fields named ``*_ms`` (UTC epoch milliseconds), no
 which is slow on the hot path and against the integer-millisecond core.
 
 Readers resolve old writer schemas (``schemas/avro/history/*.avsc``) to the current
-reader schema, so a new consumer reads what an old agent wrote.
+reader schema, so a new consumer reads what an old agent wrote. A message written as
+one of a pair of equivalent records is read as the other (:data:`CONVERSIONS`): the
+per-sample batch and the columnar block of ``gpu.samples`` (``schemas/blocks.py``).
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from typing import Any, Literal, Protocol, cast, get_args
 import fastavro
 import fastavro.schema
 
+from schemas.blocks import from_block, to_block
 from schemas.errors import CodecError
 
 SchemaName = Literal[
     "gpu_sample_batch",
+    "gpu_sample_block",
     "grid_intensity",
     "emissions_hourly",
     "emissions_live",
@@ -48,6 +52,12 @@ SchemaName = Literal[
 SCHEMA_NAMES: tuple[SchemaName, ...] = get_args(SchemaName)
 
 FramingName = Literal["single-object", "confluent"]
+
+#: (written as, read as) -> the conversion of the decoded record; raises CodecError
+CONVERSIONS: Mapping[tuple[SchemaName, SchemaName], Any] = {
+    ("gpu_sample_block", "gpu_sample_batch"): from_block,
+    ("gpu_sample_batch", "gpu_sample_block"): to_block,
+}
 
 _SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _CONFLUENT_MAGIC = b"\x00"
@@ -197,10 +207,15 @@ class Codec:
                 "unknown_schema", f"unknown writer schema id {key.hex()} (expected {name})"
             )
         reader = self._current[name]
+        convert = None
         if writer.full_name != reader.full_name:
-            raise CodecError(
-                "wrong_schema", f"message carries {writer.full_name}, expected {reader.full_name}"
-            )
+            convert = CONVERSIONS.get((writer.name, name))
+            if convert is None:
+                raise CodecError(
+                    "wrong_schema",
+                    f"message carries {writer.full_name}, expected {reader.full_name}",
+                )
+            reader = self._current[writer.name]  # decoded as written, then converted
         buf = io.BytesIO(data)
         buf.seek(offset)
         try:
@@ -213,6 +228,8 @@ class Codec:
             raise CodecError(
                 "corrupt", f"{name}: {len(data) - buf.tell()} trailing bytes after record"
             )
+        if convert is not None:
+            record = convert(record)
         return cast(dict[str, Any], record)
 
 

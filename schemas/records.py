@@ -77,6 +77,35 @@ class GpuSampleBatch(TypedDict):
     samples: list[GpuSample]
 
 
+class GpuRef(TypedDict):
+    gpu_uuid: str
+    gpu_index: int
+    gpu_model: str
+    mig_instance: NotRequired[str | None]
+
+
+class JobRef(TypedDict):
+    job_id: str
+    tenant: str
+    model: NotRequired[str | None]
+    sharing: SharingMode
+
+
+class GpuSampleBlock(TypedDict):
+    batch_id: str
+    agent_id: str
+    batch_seq: int
+    host: str
+    site: str
+    zone: str
+    source: SampleSource
+    published_at_ms: int
+    gpus: list[GpuRef]
+    jobs: list[JobRef]
+    sample_rows: bytes
+    share_rows: bytes
+
+
 class GridIntensityEvent(TypedDict):
     event_id: str
     zone: str
@@ -239,6 +268,7 @@ class DeadLetter(TypedDict):
 
 RECORD_TYPES: dict[str, type] = {
     "gpu_sample_batch": GpuSampleBatch,
+    "gpu_sample_block": GpuSampleBlock,
     "grid_intensity": GridIntensityEvent,
     "emissions_hourly": EmissionHour,
     "emissions_live": LiveEmission,

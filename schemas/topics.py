@@ -41,6 +41,9 @@ class TopicSpec:
     doc: str
     cleanup_policy: Literal["delete", "compact"] = "delete"
     retention_bytes: int = -1
+    #: records its messages may also be written as; ``schema`` reads them all (codec
+    #: conversions), so a reader decodes every message as ``schema``
+    also_written_as: tuple[SchemaName, ...] = ()
 
     def name(self, prefix: str) -> str:
         return f"{prefix}{self.suffix}"
@@ -61,7 +64,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
         8,
         7 * _DAY_MS,
         "host",
-        "Per-host batches of per-GPU energy samples, from `llcr agent gpu`.",
+        "Per-host batches of per-GPU energy samples, from `llcr agent gpu`: columnar "
+        "blocks (llcr.v2) from this release's agents, per-sample batches (llcr.v1) from "
+        "older ones; readers take both.",
+        also_written_as=("gpu_sample_block",),
     ),
     TopicSpec(
         "intensity",

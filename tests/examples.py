@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.blocks import to_block
 from schemas.codec import SchemaName
 
 HOUR_MS = 3_600_000
@@ -213,3 +214,6 @@ EXAMPLES: dict[SchemaName, dict[str, Any]] = {
         "failed_at_ms": T0,
     },
 }
+
+# the same samples as a columnar block (what this release's agents publish)
+EXAMPLES["gpu_sample_block"] = dict(to_block(EXAMPLES["gpu_sample_batch"]))  # type: ignore[arg-type]

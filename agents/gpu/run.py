@@ -19,9 +19,10 @@ from agents.publisher import Publisher
 from agents.settings import GpuAgentSettings
 from agents.spool import Spool, SpoolFullError
 from schemas import kafka as clients
-from schemas.codec import make_codec
+from schemas.blocks import to_block
+from schemas.codec import Codec, make_codec
 from schemas.errors import ConfigError, InfrastructureError
-from schemas.records import SampleSource
+from schemas.records import GpuSampleBatch, SampleSource
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ def run(
     """Sample, batch, spool and publish until ``stop`` is set, ``duration_s`` passes or a
     replayed trace ends. ``clock`` gives the sample timestamps (the trace's for replay)."""
     codec = make_codec(settings.kafka.framing, settings.kafka.registry_ids)
+    encode = sample_encoder(codec, settings.sample_format)
     spool = Spool(settings.spool_dir / "batches", settings.spool_max_bytes)
     publisher = Publisher(producer_factory(settings), settings.kafka.topics.name("samples"), spool)
     state_path = settings.spool_dir / "agent_state.json"
@@ -137,11 +139,11 @@ def run(
         if now >= next_publish:
             if scraper is not None:
                 agent.add_tokens(scraper.take())
-            publish_pending(agent, codec, publisher, state_path, int(time.time() * 1000))
+            publish_pending(agent, encode, publisher, state_path, int(time.time() * 1000))
             next_publish += settings.publish_interval_s
         publisher.pump(0)
         stop.wait(max(0.0, min(next_sample, next_publish) - time.monotonic()))
-    publish_pending(agent, codec, publisher, state_path, int(time.time() * 1000))
+    publish_pending(agent, encode, publisher, state_path, int(time.time() * 1000))
     agent.state.save(state_path)  # a clean stop: the exact counters, no gap at next start
     if not publisher.flush(10.0):
         logger.warning(
@@ -154,8 +156,19 @@ def run(
     return publisher
 
 
+def sample_encoder(codec: Codec, sample_format: str) -> Callable[[GpuSampleBatch], bytes]:
+    """The agent's message bytes for a batch: a columnar block, or the v1 batch."""
+    if sample_format == "batch":
+        return lambda batch: codec.encode("gpu_sample_batch", batch)
+    return lambda batch: codec.encode("gpu_sample_block", to_block(batch))
+
+
 def publish_pending(
-    agent: GpuAgent, codec: Any, publisher: Publisher, state_path: Path, now_ms: int
+    agent: GpuAgent,
+    encode: Callable[[GpuSampleBatch], bytes],
+    publisher: Publisher,
+    state_path: Path,
+    now_ms: int,
 ) -> None:
     """Batch what the agent sampled since the last call, persist sequences, spool the batch."""
     batch = agent.take_batch(now_ms)
@@ -163,6 +176,6 @@ def publish_pending(
         return
     agent.state.reserve(state_path)  # before spooling: a crash leaves a gap, never a repeat
     try:
-        publisher.submit(batch["host"].encode(), codec.encode("gpu_sample_batch", batch))
+        publisher.submit(batch["host"].encode(), encode(batch))
     except SpoolFullError as exc:
         logger.error("batch %s dropped: %s", batch["batch_id"], exc)

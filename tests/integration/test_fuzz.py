@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from schemas.blocks import to_block
 from schemas.bounds import MAX_DEAD_VALUE_BYTES
 from schemas.codec import Codec, SchemaName
 from schemas.settings import KafkaSettings
@@ -153,7 +154,7 @@ def mutations(schema: SchemaName, template: dict[str, Any], seed: int) -> list[b
         elif roll < 0.75:
             structural(record, schema, rng)
         try:
-            data: bytes | None = codec.encode(schema, record)
+            data: bytes | None = encoded(schema, record, i, rng)
         except Exception:  # outside what Avro can carry: mutate the bytes instead
             data = codec.encode(schema, template)
             roll = 1.0
@@ -162,6 +163,26 @@ def mutations(schema: SchemaName, template: dict[str, Any], seed: int) -> list[b
         if not harms_good_data(schema, data):
             out.append(data)
     return out
+
+
+def encoded(schema: SchemaName, record: dict[str, Any], i: int, rng: random.Random) -> bytes:
+    """Every second samples mutation goes out as a v2 block, a third of those with its
+    rows themselves mutated (a byte changed, rows cut or grown)."""
+    if schema != "gpu_sample_batch" or i % 2 == 0:
+        return codec.encode(schema, record)
+    block: dict[str, Any] = dict(to_block(record))  # type: ignore[arg-type]
+    if rng.random() < 0.3:
+        field = rng.choice(["sample_rows", "share_rows"])
+        rows = bytearray(block[field])
+        kind = rng.randrange(3)
+        if kind == 0 and rows:
+            rows[rng.randrange(len(rows))] = rng.randrange(256)
+        elif kind == 1:
+            del rows[rng.randrange(len(rows) + 1) :]
+        else:
+            rows += rng.randbytes(rng.choice([1, 34, 78]))
+        block[field] = bytes(rows)
+    return codec.encode("gpu_sample_block", block)
 
 
 def fuzz_templates() -> tuple[dict[str, Any], dict[str, Any]]:

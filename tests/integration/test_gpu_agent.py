@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.gpu.agent import GpuAgent, HostIdentity
 from agents.gpu.model import JobLabels
-from agents.gpu.run import producer_factory, publish_pending
+from agents.gpu.run import producer_factory, publish_pending, sample_encoder
 from agents.gpu.sources import SimSource
 from agents.publisher import Publisher
 from agents.settings import GpuAgentSettings
@@ -57,13 +57,18 @@ class _Host:
             retry_backoff_s=0.5,
         )
         self.tick = 0
+        self.encode = sample_encoder(codec, self.settings.sample_format)  # blocks by default
 
     def run_ticks(self, ticks: int, real_sleep_s: float = 0.0) -> None:
         for _ in range(ticks):
             self.agent.sample(T0 + self.tick * 1000)
             if self.tick % 2 == 1:
                 publish_pending(
-                    self.agent, codec, self.publisher, self.settings.spool_dir / "state.json", T0
+                    self.agent,
+                    self.encode,
+                    self.publisher,
+                    self.settings.spool_dir / "state.json",
+                    T0,
                 )
             self.publisher.pump(real_sleep_s)
             self.tick += 1
@@ -71,7 +76,7 @@ class _Host:
     def publish_rest(self) -> None:
         """What the agent does at shutdown: publish the intervals not yet batched."""
         publish_pending(
-            self.agent, codec, self.publisher, self.settings.spool_dir / "state.json", T0
+            self.agent, self.encode, self.publisher, self.settings.spool_dir / "state.json", T0
         )
 
 

@@ -26,8 +26,9 @@ from agents.gpu.sources import SimSource
 from agents.grid.run import import_files
 from agents.settings import GridFeederSettings
 from schemas.admin import create_topics
+from schemas.blocks import to_block
 from schemas.codec import Codec
-from schemas.records import GpuSample, GridIntensityEvent, SampleSource
+from schemas.records import GpuSample, GpuSampleBatch, GridIntensityEvent, SampleSource
 from schemas.settings import KafkaSettings
 from schemas.topics import Topics, spec
 from streams.embedded.broker import Broker
@@ -80,11 +81,19 @@ def trace(
             if tick % per_batch == 0:
                 batch = agent.take_batch(t0 + tick * step_s * 1000)
                 if batch:
-                    out.append((host.encode(), codec.encode("gpu_sample_batch", batch), batch))
+                    out.append((host.encode(), mixed(batch, len(out)), batch))
         batch = agent.take_batch(t0 + int(hours * 3600) * 1000)
         if batch:
-            out.append((host.encode(), codec.encode("gpu_sample_batch", batch), batch))
+            out.append((host.encode(), mixed(batch, len(out)), batch))
     return out
+
+
+def mixed(batch: GpuSampleBatch, n: int) -> bytes:
+    """The n-th message of a trace: a v1 batch or, every second one, a v2 block (a fleet
+    half upgraded), so every worker test reads a mixed topic."""
+    if n % 2:
+        return codec.encode("gpu_sample_block", to_block(batch))
+    return codec.encode("gpu_sample_batch", batch)
 
 
 def produce(

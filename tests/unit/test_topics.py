@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from schemas.codec import SCHEMA_NAMES
+from schemas.codec import CONVERSIONS, SCHEMA_NAMES
 from schemas.topics import CATALOGUE, Topics
 
 
 def test_every_schema_has_exactly_one_topic() -> None:
-    assert sorted(t.schema for t in CATALOGUE) == sorted(SCHEMA_NAMES)
+    written = [name for t in CATALOGUE for name in (t.schema, *t.also_written_as)]
+    assert sorted(written) == sorted(SCHEMA_NAMES)
+
+
+def test_a_topic_s_other_records_are_read_as_its_schema() -> None:
+    for topic in CATALOGUE:
+        for other in topic.also_written_as:
+            assert (other, topic.schema) in CONVERSIONS
 
 
 def test_names_are_unique_and_prefixed() -> None:
