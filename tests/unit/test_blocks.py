@@ -4,6 +4,7 @@ codec reads each as the other (schemas/blocks.py, docs/topics.md)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import numpy
@@ -163,3 +164,20 @@ def test_the_agent_publishes_blocks_unless_told_to_write_batches(
     data = sample_encoder(codec, sample_format)(EXAMPLES["gpu_sample_batch"])  # type: ignore[arg-type]
     assert data[2:10] == current_schemas()[schema].fingerprint  # type: ignore[index]
     assert codec.decode("gpu_sample_batch", data) == EXAMPLES["gpu_sample_batch"]
+
+
+def test_the_reader_in_docs_topics_md_decodes_a_block_without_llcr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The snippet docs/topics.md gives a downstream consumer works as written."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "topics.md").read_text("utf-8")
+    snippet = text.split("Reading one without llcr", 1)[1].split("```python\n", 1)[1]
+    snippet = snippet.split("```", 1)[0]
+    monkeypatch.chdir(root / "schemas" / "avro")
+    batch = EXAMPLES["gpu_sample_batch"]
+    scope: dict[str, Any] = {"message_value": Codec().encode("gpu_sample_block", to_block(batch))}  # type: ignore[arg-type]
+    exec(snippet, scope)
+    assert scope["gpu_uuid"] == [s["gpu_uuid"] for s in batch["samples"]]
+    assert list(scope["energy_mj"]) == [s["energy_mj"] for s in batch["samples"]]
+    assert list(scope["owner"]) == [0] * len(batch["samples"][0]["jobs"])
