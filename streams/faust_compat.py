@@ -70,7 +70,14 @@ def transport_with_fetch_highwaters(app: Any, end_offsets: EndOffsets) -> Any:
                 limit = guard[1](tp.partition) if guard else None
                 if limit is not None and offset > limit:
                     held[tp] = limit
-            return bool(await super()._commit_offsets(held, start_new_transaction))
+            did_commit = bool(await super()._commit_offsets(held, start_new_transaction))
+            # Only the broker's offset is held. faust's own bookkeeping keeps the offset it
+            # computed: it has dropped those acks, and with the held one it would wait for
+            # them for good (no commit at all once a given-up offset's hold is lifted).
+            self._committed_offset.update(
+                {tp: offset for tp, offset in offsets.items() if held[tp] != offset}
+            )
+            return did_commit
 
         async def highwaters(self, *partitions: Any) -> dict[Any, int]:
             if self.in_transaction:  # never here: no transactions on Tansu

@@ -105,6 +105,7 @@ def test_the_offset_guard_sees_each_seek_start_and_holds_commits() -> None:
 
     me = object.__new__(consumer)  # no broker: only the members the overrides use
     me.earliest_offsets = earliest_offsets  # type: ignore[method-assign]
+    me._committed_offset = {}
     parent = consumer.__mro__[1]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parent, "seek_to_committed", seek_to_committed)
@@ -114,6 +115,12 @@ def test_the_offset_guard_sees_each_seek_start_and_holds_commits() -> None:
         assert asyncio.run(consumer._commit_offsets(me, offsets)) is True
     assert sorted(started) == [(0, 9), (1, 2)]  # partition 1: nothing committed, log start
     assert committed == [{TP("s", 0): 5, TP("s", 1): 8, TP("other", 0): 8}]
+    # faust's bookkeeping keeps its own offset (it dropped the acks below it)
+    assert me._committed_offset == {TP("s", 0): 8}
+    assert "self._committed_offset.update(committable_offsets)" in inspect.getsource(
+        base._commit_offsets
+    )
+    assert "offset >= committed" in inspect.getsource(base.ack)
     # a faust upgrade that gives the driver its own _commit_offsets bypasses ours
     assert "_commit_offsets" not in vars(driver.Consumer)
 
