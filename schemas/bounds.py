@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from schemas.errors import RejectedInputError
-from schemas.records import GpuSample, GpuSampleBatch, GridIntensityEvent
+from schemas.records import GpuSample, GpuSampleBatch, GpuSampleBlock, GridIntensityEvent
 
 # Maximum board power by model name part, watts (vendor specifications, the highest SKU
 # of each name). Longest part first wins, so "A100" is not read as "A10".
@@ -82,15 +82,26 @@ class Bounds:
     max_gpus_per_host: int = 64
     max_jobs_per_gpu_hour: int = 32
     max_fragments_per_gpu_hour: int = 1024  # disjoint spans, or out-of-order seqs
+    _power_by_model: dict[str, float] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def power_w(self, gpu_model: str) -> float:
-        """The most a ``gpu_model`` can draw, from the table (longest matching part)."""
+        """The most a ``gpu_model`` can draw, from the table (longest matching part).
+        Remembered per model name (a fleet has few; at most 4,096 are kept)."""
+        known = self._power_by_model.get(gpu_model)
+        if known is not None:
+            return known
         name = gpu_model.upper()
         best = ""
         for part in self.device_power_w:
             if len(part) > len(best) and part.upper() in name:
                 best = part
-        return self.device_power_w[best] if best else self.default_power_w
+        watts = self.device_power_w[best] if best else self.default_power_w
+        if len(self._power_by_model) >= 4096:  # hostile names: a bounded cache, not a leak
+            self._power_by_model.clear()
+        self._power_by_model[gpu_model] = watts
+        return watts
 
 
 def _text(value: object, name: str, bounds: Bounds) -> None:
@@ -117,15 +128,22 @@ def _finite(value: float, name: str, low: float, high: float) -> None:
 
 def check_batch_header(batch: GpuSampleBatch, bounds: Bounds) -> None:
     """The batch's own fields; a failure refuses the whole batch."""
+    check_block_header(batch, len(batch["samples"]), bounds)
+
+
+def check_block_header(
+    header: GpuSampleBatch | GpuSampleBlock, samples: int, bounds: Bounds
+) -> None:
+    """The header fields of a batch or a block of ``samples`` samples (v1 and v2 share
+    them); a failure refuses all of its samples."""
     for name in ("batch_id", "agent_id", "host", "site", "zone"):
-        _text(batch[name], name, bounds)
-    _count(batch["batch_seq"], "batch_seq")
-    _time(batch["published_at_ms"], "published_at_ms")
-    samples = batch["samples"]
-    if len(samples) > bounds.max_samples:
+        _text(header[name], name, bounds)
+    _count(header["batch_seq"], "batch_seq")
+    _time(header["published_at_ms"], "published_at_ms")
+    if samples > bounds.max_samples:
         raise BoundsError(
             "too_many_samples",
-            f"{len(samples)} samples in one batch (at most {bounds.max_samples})",
+            f"{samples} samples in one batch (at most {bounds.max_samples})",
         )
 
 

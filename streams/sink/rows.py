@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from schemas.bounds import (
     Bounds,
@@ -22,6 +22,7 @@ from schemas.bounds import (
     check_event_fields,
     sample_problem,
 )
+from schemas.codec import SchemaName
 from schemas.records import (
     CaptureCommand,
     CaptureTelemetry,
@@ -35,16 +36,10 @@ from schemas.records import (
     RemovalOrder,
 )
 from schemas.topics import TopicKey
+from streams.sink.blocks import SampleBlocks, block_sample_rows
+from streams.sink.shapes import Rejected, Row
 
-Row = tuple[Any, ...]
-
-
-class Rejected(NamedTuple):
-    """A row that goes to the map's ``rejected_table`` instead, with why."""
-
-    row: Row
-    code: str
-    reason: str
+__all__ = ["Rejected", "Row"]  # and the names below; sink.py imports these two from here
 
 
 @dataclass(frozen=True)
@@ -62,11 +57,18 @@ class TableMap:
     check: Callable[[Mapping[str, Any]], None] | None = None
     # the sink appends the message's partition and offset (SOURCE_COLUMNS) to each row
     adds_source: bool = False
+    # the record ``rows`` takes, when not the topic's schema (the codec converts)
+    reads: SchemaName | None = None
+    # rows kept as arrays for one Arrow insert: a new accumulator for each batch, which
+    # takes each record (``add(record, source) -> rejected rows``) instead of ``rows``
+    blocks: Callable[[], SampleBlocks] | None = None
 
 
-def _sample_rows(batch: Mapping[str, Any], bounds: Bounds) -> Iterator[Row]:
-    """One row per sample; a sample outside ``bounds`` is a :class:`Rejected` row, so it is
-    never summed with the good ones (the worker refuses it the same way)."""
+def batch_sample_rows(batch: Mapping[str, Any], bounds: Bounds) -> Iterator[Row]:
+    """One row per sample of a v1 batch; a sample outside ``bounds`` is a
+    :class:`Rejected` row, so it is never summed with the good ones (the worker refuses it
+    the same way). The sink maps blocks (:mod:`streams.sink.blocks`); this is the
+    readable reference the columnar mapping is tested against."""
     header: BoundsError | None = None
     try:
         check_batch_header(cast(GpuSampleBatch, batch), bounds)
@@ -301,15 +303,18 @@ _DEFAULT_BOUNDS = Bounds()
 
 
 def sample_map(bounds: Bounds) -> TableMap:
-    """Samples land in gpu_samples, those outside ``bounds`` in gpu_samples_rejected."""
+    """Samples land in gpu_samples, those outside ``bounds`` in gpu_samples_rejected.
+    Every message is read as a columnar block (a v1 batch is converted by the codec)."""
     return TableMap(
         "samples",
         "gpu_samples",
         SAMPLE_COLUMNS + SOURCE_COLUMNS,
-        partial(_sample_rows, bounds=bounds),
+        partial(block_sample_rows, bounds=bounds),
         rejected_table="gpu_samples_rejected",
         rejected_columns=REJECTED_SAMPLE_COLUMNS,
         adds_source=True,
+        reads="gpu_sample_block",
+        blocks=partial(SampleBlocks, bounds),
     )
 
 

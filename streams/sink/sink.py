@@ -42,6 +42,7 @@ from schemas.kafka import Message, position
 from schemas.letters import consumed_letter
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
+from streams.sink.blocks import SampleBlocks
 from streams.sink.rows import TABLES, Rejected, Row, sample_map
 from streams.sink.store import RowStore, Store
 
@@ -80,12 +81,14 @@ class SinkStats:
 @dataclass
 class _Batch:
     rows: dict[str, list[Row]] = field(default_factory=lambda: defaultdict(list))
+    blocks: dict[str, SampleBlocks] = field(default_factory=dict)  # tables inserted as Arrow
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to read
     size: int = 0
     started: float = 0.0
 
     def clear(self) -> None:
         self.rows.clear()
+        self.blocks.clear()
         self.offsets.clear()
         self.size = 0
 
@@ -144,6 +147,7 @@ class Sink:
         self._consumer: Any = None
         self._maps = {**TABLES, "samples": sample_map(settings.bounds.to_bounds())}
         self._columns = {m.table: m.columns for m in self._maps.values()}
+        self._maps_by_table = {m.table: m for m in self._maps.values()}
         for m in self._maps.values():
             if m.rejected_table:
                 self._columns[m.rejected_table] = m.rejected_columns
@@ -227,18 +231,28 @@ class Sink:
         if key is None:  # not ours (a subscription can only name ours; be safe)
             return
         mapping = self._maps[key]
+        source = (partition, offset) if mapping.adds_source else ()
+        added = 0
         try:
-            record = self._codec.decode(spec(key).schema, message.value())
+            record = self._codec.decode(mapping.reads or spec(key).schema, message.value())
             if mapping.check is not None:
                 mapping.check(record)
-            rows = list(mapping.rows(record))
+            if mapping.blocks is not None:
+                blocks = batch.blocks.get(mapping.table)
+                if blocks is None:
+                    blocks = batch.blocks[mapping.table] = mapping.blocks()
+                before = blocks.size
+                blocks.add(record, source)  # its rows outside the bounds come at the write
+                added = blocks.size - before
+                rows: list[Row] = []
+            else:
+                rows = list(mapping.rows(record))
         except BoundsError as exc:  # decodes, but outside what can be true
             self._dead(message, exc.code, str(exc)[:2000])
             return
         except Exception as exc:  # any bad message becomes a dead letter
             self._dead(message, "undecodable", str(exc)[:2000])
             return
-        source = (partition, offset) if mapping.adds_source else ()
         for row in rows:
             if isinstance(row, Rejected):
                 self.stats.rejected_rows += 1
@@ -246,7 +260,7 @@ class Sink:
                 batch.rows[table].append((*row.row, *source, row.code, row.reason))
             else:
                 batch.rows[mapping.table].append((*row, *source))
-        batch.size += max(1, len(rows))
+        batch.size += max(1, len(rows) + added)
 
     def _dead(self, message: Message, code: str, reason: str) -> None:
         # failed_at is the message's own timestamp, so a replay writes the identical row
@@ -316,21 +330,49 @@ class Sink:
                 consumer.resume(assignment)
 
     def _insert_all(self) -> None:
+        for table in list(self._batch.blocks):
+            blocks = self._batch.blocks[table]
+            data, rejected = blocks.finish()
+            if data.num_rows:
+                try:
+                    self.store.insert_arrow(table, data)
+                except Exception:
+                    rows = blocks.rows()
+                    if not self._isolable(table, rows):
+                        raise
+                    self._isolate(table, rows, self._columns[table])
+                else:
+                    self.stats.rows[table] += data.num_rows
+            self._add_rejected(table, rejected)
+            del self._batch.blocks[table]  # done: a later failure does not repeat it
         for table in list(self._batch.rows):
             rows = self._batch.rows[table]
             if rows:
                 self._insert_or_isolate(table, rows, self._columns[table])
             del self._batch.rows[table]  # done: a later failure does not repeat it
 
+    def _add_rejected(self, table: str, rejected: list[Rejected]) -> None:
+        """Queue the rows ``table``'s accumulator refused for its rejected table (inserted
+        after it, in the same write)."""
+        if rejected:
+            target = self._maps_by_table[table].rejected_table or table
+            self._batch.rows[target].extend((*r.row, r.code, r.reason) for r in rejected)
+            self.stats.rejected_rows += len(rejected)
+
     def _insert_or_isolate(self, table: str, rows: list[Row], columns: Sequence[str]) -> None:
         try:
             self.store.insert(table, rows, columns)
         except Exception:
-            if not self._store_healthy() or (len(rows) == 1 and table == "dead_letters"):
+            if not self._isolable(table, rows):
                 raise
             self._isolate(table, rows, columns)
             return
         self.stats.rows[table] += len(rows)
+
+    def _isolable(self, table: str, rows: list[Row]) -> bool:
+        """After a failed insert: whether to bisect it (the store is up, so some row is
+        bad) rather than retry it whole (an outage, or one dead letter that failed)."""
+        return self._store_healthy() and not (len(rows) == 1 and table == "dead_letters")
 
     def _store_healthy(self) -> bool:
         try:

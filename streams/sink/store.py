@@ -23,6 +23,14 @@ class RowStore(Protocol):
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None: ...
 
+    def insert_columns(
+        self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str]
+    ) -> None: ...
+
+    def insert_arrow(self, table: str, data: Any) -> None:
+        """Insert a pyarrow Table (its column names are the table's)."""
+        ...
+
     def query(self, sql: str) -> tuple[list[str], list[str], list[tuple[Any, ...]]]: ...
 
 
@@ -66,11 +74,32 @@ class Store:
             self._ready()
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        """Insert rows, as columns: clickhouse-connect encodes a column-oriented insert
+        about 2.8x faster (bench/sink.py), more than the transpose costs."""
+        self.insert_columns(table, list(zip(*rows, strict=True)), columns)
+
+    def insert_columns(
+        self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str]
+    ) -> None:
+        """Insert ``data``, one sequence per column of ``columns``."""
         with self._lock:
             try:
                 self._ready().insert(
-                    f"{self.settings.database}.{table}", rows, column_names=list(columns)
+                    f"{self.settings.database}.{table}",
+                    data,
+                    column_names=list(columns),
+                    column_oriented=True,
                 )
+            except Exception:
+                self._drop()
+                raise
+
+    def insert_arrow(self, table: str, data: Any) -> None:
+        """Insert a pyarrow Table: ClickHouse decodes Arrow itself, so no Python object
+        per value (bench/sink.py)."""
+        with self._lock:
+            try:
+                self._ready().insert_arrow(f"{self.settings.database}.{table}", data)
             except Exception:
                 self._drop()
                 raise
