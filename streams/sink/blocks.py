@@ -267,6 +267,10 @@ class SampleBlocks:
                 rejected.append(Rejected((*kept, whole, *part.source), problem.code, str(problem)))
         return keep
 
+    def parts(self) -> list[tuple[GpuSampleBlock, tuple[int, ...]]]:
+        """Each block taken, with its source."""
+        return [(p.block, p.source) for p in self._parts]
+
     def table(self) -> Any:
         """The Arrow table of :meth:`finish`."""
         return self.finish()[0]

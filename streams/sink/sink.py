@@ -36,6 +36,7 @@ from tenacity import (
 )
 
 from schemas import kafka as clients
+from schemas.blocks import from_block
 from schemas.bounds import BoundsError
 from schemas.codec import Codec, make_codec
 from schemas.kafka import Message, position
@@ -43,7 +44,7 @@ from schemas.letters import consumed_letter
 from schemas.topics import TopicKey, spec
 from streams.settings import SinkSettings
 from streams.sink.blocks import SampleBlocks
-from streams.sink.rows import TABLES, Rejected, Row, sample_map
+from streams.sink.rows import TABLES, Rejected, Row, batch_sample_rows, sample_map
 from streams.sink.store import RowStore, Store
 
 logger = logging.getLogger(__name__)
@@ -332,7 +333,13 @@ class Sink:
     def _insert_all(self) -> None:
         for table in list(self._batch.blocks):
             blocks = self._batch.blocks[table]
-            data, rejected = blocks.finish()
+            try:
+                data, rejected = blocks.finish()
+            except Exception:  # a defect of ours must not stop the sink: the readable path
+                logger.exception("sample blocks not turned into a table; mapped row by row")
+                self._map_by_rows(table, blocks)
+                del self._batch.blocks[table]
+                continue
             if data.num_rows:
                 try:
                     self.store.insert_arrow(table, data)
@@ -350,6 +357,17 @@ class Sink:
             if rows:
                 self._insert_or_isolate(table, rows, self._columns[table])
             del self._batch.rows[table]  # done: a later failure does not repeat it
+
+    def _map_by_rows(self, table: str, blocks: SampleBlocks) -> None:
+        """Queue ``blocks``' samples as rows of the readable v1 mapping, for the row loop."""
+        target = self._maps_by_table[table].rejected_table or table
+        for block, source in blocks.parts():
+            for row in batch_sample_rows(from_block(block), blocks.bounds):
+                if isinstance(row, Rejected):
+                    self.stats.rejected_rows += 1
+                    self._batch.rows[target].append((*row.row, *source, row.code, row.reason))
+                else:
+                    self._batch.rows[table].append((*row, *source))
 
     def _add_rejected(self, table: str, rejected: list[Rejected]) -> None:
         """Queue the rows ``table``'s accumulator refused for its rejected table (inserted

@@ -5,13 +5,17 @@ against a real broker and chDB are in tests/integration/test_sink.py."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from schemas.codec import Codec
 from schemas.topics import Topics
 from streams.settings import SinkSettings
+from streams.sink.blocks import SampleBlocks
 from streams.sink.sink import Sink
 from tests.examples import EXAMPLES
 
@@ -161,6 +165,30 @@ def test_a_store_outage_delays_the_commit_and_loses_no_row() -> None:
     assert store.events == ["failed", "failed", f"insert gpu_samples {4 * per_batch}", "commit"]
     assert consumer.commits == [{(TOPICS.name("samples"), 0): 4}]
     assert sink.stats.insert_failures == 2
+
+
+def test_a_defect_in_the_columnar_path_falls_back_to_rows_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If the Arrow table cannot be made (a defect of ours), the same samples go in by
+    the readable row mapping: stored once, the offsets committed, no retry loop."""
+
+    def broken(self: Any) -> Any:
+        raise OverflowError("a defect")
+
+    monkeypatch.setattr(SampleBlocks, "finish", broken)
+    store = MemoryStore()
+    bad = copy.deepcopy(EXAMPLES["gpu_sample_batch"])
+    bad["samples"][0]["power_w"] = float("nan")
+    topic = TOPICS.name("samples")
+    refused = Message(topic, 0, 3, Codec().encode("gpu_sample_batch", bad))
+    sink, consumer = run_sink([[*samples(0, 0, 3), refused]], store)
+    per_batch = len(EXAMPLES["gpu_sample_batch"]["samples"])
+    assert len(store.rows["gpu_samples"]) == 3 * per_batch
+    assert [r[-2:] for r in store.rows["gpu_samples"]] == [(0, 0), (0, 1), (0, 2)]
+    assert [r[-2] for r in store.rows["gpu_samples_rejected"]] == ["out_of_range"]
+    assert consumer.commits == [{(topic, 0): 4}]
+    assert sink.stats.insert_failures == 0
 
 
 def test_an_undecodable_message_is_a_dead_letter_and_its_offset_is_committed() -> None:
