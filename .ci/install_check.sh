@@ -19,7 +19,7 @@ sys.exit(0 if "schemas/avro/history/ledger_entry.v1.avsc" in names else "FAIL: t
 echo "-- llcr[agent]: small, no stream-side packages"
 python3 -m venv "$work/agent"
 "$work/agent/bin/pip" install -q "$wheel[agent]"
-for heavy in faust-streaming chdb chdb-core clickhouse-connect aiokafka; do
+for heavy in faust-streaming chdb chdb-core clickhouse-connect aiokafka numpy pyarrow; do
   if "$work/agent/bin/pip" show -q "$heavy" >/dev/null 2>&1; then
     echo "FAIL: llcr[agent] installed $heavy" >&2
     exit 1
