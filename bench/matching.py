@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agents.gpu.agent import GpuAgent, HostIdentity
 from agents.gpu.model import JobLabels
+from agents.gpu.run import sample_encoder
 from agents.gpu.sources import SimSource
 from agents.grid.run import import_files
 from agents.settings import GridFeederSettings
@@ -40,8 +41,13 @@ T0 = 1_672_531_200_000
 ROOT = Path(__file__).parent.parent
 
 
-def preload(kafka: KafkaSettings, hosts: int, ticks: int, per_message: int) -> tuple[int, int]:
+def preload(
+    kafka: KafkaSettings, hosts: int, ticks: int, per_message: int, sample_format: str = "block"
+) -> tuple[int, int]:
+    """The samples topic of ``hosts`` sim hosts, as their agents publish it: v2 blocks
+    (``sample_format`` "block", this release's agents) or v1 batches."""
     codec = Codec()
+    encode = sample_encoder(codec, sample_format)
     producer = Producer(
         {
             **kafka.librdkafka(),
@@ -65,7 +71,7 @@ def preload(kafka: KafkaSettings, hosts: int, ticks: int, per_message: int) -> t
             if tick and tick % per_message == 0:
                 batch = agent.take_batch(T0 + tick * 1000)
                 assert batch is not None
-                producer.produce(topic, codec.encode("gpu_sample_batch", batch), host.encode())
+                producer.produce(topic, encode(batch), host.encode())
                 producer.poll(0)
                 messages += 1
                 samples += len(batch["samples"])
@@ -175,6 +181,7 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=64)
     parser.add_argument("--ticks", type=int, default=2048)
     parser.add_argument("--ticks-per-message", type=int, default=16)
+    parser.add_argument("--format", choices=["block", "batch"], default="block")
     args = parser.parse_args()
     with Broker() as broker, tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -192,10 +199,13 @@ def main() -> None:
             stop=threading.Event(),
         )
         started = time.perf_counter()
-        messages, samples = preload(kafka, args.hosts, args.ticks, args.ticks_per_message)
+        messages, samples = preload(
+            kafka, args.hosts, args.ticks, args.ticks_per_message, args.format
+        )
         print(
             f"preloaded {messages} messages, {samples} samples "
-            f"({samples / messages:.0f} per message) in {time.perf_counter() - started:.1f}s"
+            f"({samples / messages:.0f} per message, {args.format}s) "
+            f"in {time.perf_counter() - started:.1f}s"
         )
         raw = raw_consume(kafka, messages)
         per_message = samples / messages
