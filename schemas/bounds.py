@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from schemas.errors import RejectedInputError
-from schemas.records import GpuSample, GpuSampleBatch, GpuSampleBlock, GridIntensityEvent
+from schemas.records import GpuSample, GpuSampleBatch, GridIntensityEvent, SampleHeader
 
 # Maximum board power by model name part, watts (vendor specifications, the highest SKU
 # of each name). Longest part first wins, so "A100" is not read as "A10".
@@ -131,9 +131,7 @@ def check_batch_header(batch: GpuSampleBatch, bounds: Bounds) -> None:
     check_block_header(batch, len(batch["samples"]), bounds)
 
 
-def check_block_header(
-    header: GpuSampleBatch | GpuSampleBlock, samples: int, bounds: Bounds
-) -> None:
+def check_block_header(header: SampleHeader, samples: int, bounds: Bounds) -> None:
     """The header fields of a batch or a block of ``samples`` samples (v1 and v2 share
     them); a failure refuses all of its samples."""
     for name in ("batch_id", "agent_id", "host", "site", "zone"):

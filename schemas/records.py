@@ -65,7 +65,9 @@ class GpuSample(TypedDict):
     jobs: list[JobShare]
 
 
-class GpuSampleBatch(TypedDict):
+class SampleHeader(TypedDict):
+    """The fields v1 batches and v2 blocks share, first in both schemas."""
+
     batch_id: str
     agent_id: str
     batch_seq: int
@@ -74,6 +76,9 @@ class GpuSampleBatch(TypedDict):
     zone: str
     source: SampleSource
     published_at_ms: int
+
+
+class GpuSampleBatch(SampleHeader):
     samples: list[GpuSample]
 
 
@@ -91,15 +96,7 @@ class JobRef(TypedDict):
     sharing: SharingMode
 
 
-class GpuSampleBlock(TypedDict):
-    batch_id: str
-    agent_id: str
-    batch_seq: int
-    host: str
-    site: str
-    zone: str
-    source: SampleSource
-    published_at_ms: int
+class GpuSampleBlock(SampleHeader):
     gpus: list[GpuRef]
     jobs: list[JobRef]
     sample_rows: bytes

@@ -36,8 +36,6 @@ from streams.sink.shapes import Rejected, Row
 
 SAMPLES = np.dtype(SAMPLE_DTYPE)
 SHARES = np.dtype(SHARE_DTYPE)
-#: a flags bit mask -> the flags' names, for every mask
-FLAG_LISTS = [[f for i, f in enumerate(FLAGS) if mask >> i & 1] for mask in range(1 << len(FLAGS))]
 # margin below the share-sum limit inside which the per-sample check decides (the two
 # sums may round differently; the per-sample one is the rule)
 _SHARE_SUM_MARGIN = 1e-9

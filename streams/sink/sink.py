@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,14 +254,19 @@ class Sink:
         except Exception as exc:  # any bad message becomes a dead letter
             self._dead(message, "undecodable", str(exc)[:2000])
             return
+        self._queue(mapping.table, rows, source)
+        batch.size += max(1, len(rows) + added)
+
+    def _queue(self, table: str, rows: Iterable[Row], source: tuple[int, ...]) -> None:
+        """Buffer ``rows`` of ``table`` (a :class:`Rejected` one for its rejected table),
+        each with the ``source`` columns."""
+        target = self._maps_by_table[table].rejected_table or table
         for row in rows:
             if isinstance(row, Rejected):
                 self.stats.rejected_rows += 1
-                table = mapping.rejected_table or mapping.table
-                batch.rows[table].append((*row.row, *source, row.code, row.reason))
+                self._batch.rows[target].append((*row.row, *source, row.code, row.reason))
             else:
-                batch.rows[mapping.table].append((*row, *source))
-        batch.size += max(1, len(rows) + added)
+                self._batch.rows[table].append((*row, *source))
 
     def _dead(self, message: Message, code: str, reason: str) -> None:
         # failed_at is the message's own timestamp, so a replay writes the identical row
@@ -360,22 +365,13 @@ class Sink:
 
     def _map_by_rows(self, table: str, blocks: SampleBlocks) -> None:
         """Queue ``blocks``' samples as rows of the readable v1 mapping, for the row loop."""
-        target = self._maps_by_table[table].rejected_table or table
         for block, source in blocks.parts():
-            for row in batch_sample_rows(from_block(block), blocks.bounds):
-                if isinstance(row, Rejected):
-                    self.stats.rejected_rows += 1
-                    self._batch.rows[target].append((*row.row, *source, row.code, row.reason))
-                else:
-                    self._batch.rows[table].append((*row, *source))
+            self._queue(table, batch_sample_rows(from_block(block), blocks.bounds), source)
 
     def _add_rejected(self, table: str, rejected: list[Rejected]) -> None:
         """Queue the rows ``table``'s accumulator refused for its rejected table (inserted
         after it, in the same write)."""
-        if rejected:
-            target = self._maps_by_table[table].rejected_table or table
-            self._batch.rows[target].extend((*r.row, r.code, r.reason) for r in rejected)
-            self.stats.rejected_rows += len(rejected)
+        self._queue(table, rejected, ())  # their source columns are in their rows
 
     def _insert_or_isolate(self, table: str, rows: list[Row], columns: Sequence[str]) -> None:
         try:

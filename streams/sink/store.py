@@ -23,10 +23,6 @@ class RowStore(Protocol):
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None: ...
 
-    def insert_columns(
-        self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str]
-    ) -> None: ...
-
     def insert_arrow(self, table: str, data: Any) -> None:
         """Insert a pyarrow Table (its column names are the table's)."""
         ...
@@ -76,12 +72,7 @@ class Store:
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
         """Insert rows, as columns: clickhouse-connect encodes a column-oriented insert
         about 2.8x faster (bench/sink.py), more than the transpose costs."""
-        self.insert_columns(table, list(zip(*rows, strict=True)), columns)
-
-    def insert_columns(
-        self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str]
-    ) -> None:
-        """Insert ``data``, one sequence per column of ``columns``."""
+        data = list(zip(*rows, strict=True))
         with self._lock:
             try:
                 self._ready().insert(

@@ -100,11 +100,6 @@ class MemoryStore:
         self.rows.setdefault(table, []).extend(rows)
         self.events.append(f"insert {table} {len(rows)}")
 
-    def insert_columns(
-        self, table: str, data: Sequence[Sequence[Any]], columns: Sequence[str]
-    ) -> None:
-        self.insert(table, list(zip(*data, strict=True)), columns)
-
     def insert_arrow(self, table: str, data: Any) -> None:
         self.insert(table, list(zip(*data.to_pydict().values(), strict=True)), data.column_names)
 
