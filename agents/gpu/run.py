@@ -15,7 +15,7 @@ from agents.gpu.jobs import ProcJobResolver
 from agents.gpu.model import JobLabels
 from agents.gpu.replay import ReplaySource
 from agents.gpu.sources import GpuSource, NvmlSource, SimSource
-from agents.publisher import Publisher
+from agents.publisher import Publisher, send_while_waiting
 from agents.settings import GpuAgentSettings
 from agents.spool import Spool, SpoolFullError
 from schemas import kafka as clients
@@ -141,8 +141,8 @@ def run(
                 agent.add_tokens(scraper.take())
             publish_pending(agent, encode, publisher, state_path, int(time.time() * 1000))
             next_publish += settings.publish_interval_s
-        publisher.pump(0)
-        stop.wait(max(0.0, min(next_sample, next_publish) - time.monotonic()))
+        # a spool backlog (after an outage) drains while it waits, not 1,000 per tick
+        send_while_waiting([publisher], stop, min(next_sample, next_publish) - time.monotonic())
     publish_pending(agent, encode, publisher, state_path, int(time.time() * 1000))
     agent.state.save(state_path)  # a clean stop: the exact counters, no gap at next start
     if not publisher.flush(10.0):

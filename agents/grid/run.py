@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from agents.grid.providers import ElectricityMaps, Neso, Provider, Static, WattT
 from agents.grid.repair import RepairPolicy
 from agents.grid.revisions import RevisionLog
 from agents.grid.validate import zone_is_known
-from agents.publisher import Publisher
+from agents.publisher import Publisher, send_while_waiting
 from agents.settings import GridFeederSettings, ProviderName
 from agents.spool import Spool
 from schemas import kafka as clients
@@ -96,6 +97,10 @@ class Outlet:
         self.events.pump(0)
         self.dead_letters.pump(0)
 
+    def send_while_waiting(self, stop: threading.Event, seconds: float) -> None:
+        """Wait ``seconds`` (or until ``stop``) while sending what is spooled."""
+        send_while_waiting((self.events, self.dead_letters), stop, seconds)
+
     def close(self, timeout_s: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout_s
         ok = all(
@@ -168,10 +173,7 @@ def poll_forever(
             )
             if once:
                 break
-            deadline = time.monotonic() + settings.poll_interval_s
-            while not stop.is_set() and time.monotonic() < deadline:
-                outlet.pump()
-                stop.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+            outlet.send_while_waiting(stop, settings.poll_interval_s)
     outlet.close()
     return feeder
 
@@ -204,14 +206,15 @@ def repair_policy_of(settings: GridFeederSettings) -> RepairPolicy:
 def _paced(
     events: list[GridIntensityEvent],
     send: Callable[[list[GridIntensityEvent]], None],
-    pump: Callable[[], object],
+    wait: Callable[[float], object],
     *,
     speed: float,
     stop: threading.Event,
     clock: Callable[[], float] | None,
 ) -> int:
     """Send ``events`` (sorted by period start) as their time comes: on ``clock`` when
-    given, else ``speed`` file seconds per wall second (0: all at once). How many went."""
+    given, else ``speed`` file seconds per wall second (0: all at once); ``wait(s)`` passes
+    the time between (sending what is spooled). How many went."""
     started = time.monotonic()
     first = events[0]["period_start_ms"] if events else 0
     sent = 0
@@ -231,8 +234,7 @@ def _paced(
             sent = due
             continue
         next_in_s = (events[sent]["period_start_ms"] - first - elapsed_ms) / 1000 / speed
-        pump()
-        stop.wait(min(0.5, max(0.0, next_in_s)))
+        wait(min(0.5, max(0.0, next_in_s)))
     return sent
 
 
@@ -283,7 +285,9 @@ def import_files(
         for event in due:
             published.record(event, rank=0)
 
-    result.events = _paced(events, send, outlet.pump, speed=speed, stop=stop, clock=clock)
+    result.events = _paced(
+        events, send, partial(outlet.send_while_waiting, stop), speed=speed, stop=stop, clock=clock
+    )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if not outlet.close():
         logger.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from agents.gpu.agent import GpuAgent, HostIdentity
 from agents.gpu.model import JobLabels
 from agents.gpu.run import producer_factory, publish_pending, sample_encoder
 from agents.gpu.sources import SimSource
-from agents.publisher import Publisher
+from agents.publisher import Publisher, send_while_waiting
 from agents.settings import GpuAgentSettings
 from agents.spool import Spool
 from schemas.admin import create_topics
@@ -107,6 +108,41 @@ def test_published_energy_equals_the_sim_counters(
     assert len(batches) == 20 and sum(len(b["samples"]) for b in batches) == 4 * 39
     _check_exact(host, batches)
     host.spool.close()
+
+
+def test_a_spool_backlog_drains_while_the_publisher_waits(
+    kafka: KafkaSettings, topics: Any, tmp_path: Path
+) -> None:
+    """A backlog far over ``max_in_flight`` reaches the broker within one wait: the agents'
+    wait loop pumps a busy publisher instead of sleeping after one pump (which sent at most
+    ``max_in_flight`` records a wait: a feeder's backlog of a year took 44 s in `llcr up`)."""
+    spool = Spool(tmp_path / "backlog", 10**8)
+    spool.extend([(b"k", b"%d" % i) for i in range(3_000)])
+    publisher = Publisher(
+        producer_factory(
+            GpuAgentSettings(kafka=kafka, spool_dir=tmp_path, host="h", zone="DE", site="s")
+        ),
+        topics.name("samples"),
+        spool,
+        max_in_flight=100,
+    )
+    stop = threading.Event()
+
+    def stop_once_drained() -> None:
+        deadline = time.monotonic() + 60
+        while publisher.busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+
+    watcher = threading.Thread(target=stop_once_drained)
+    watcher.start()
+    send_while_waiting([publisher], stop, 120.0)  # returns early only once stop is set
+    watcher.join()
+    assert not publisher.busy and publisher.stats.delivered == 3_000
+    # and a wait with nothing to send is a plain wait, however short
+    send_while_waiting([publisher], threading.Event(), 0.0)
+    assert publisher.stats.delivered == 3_000
+    spool.close()
 
 
 def test_broker_outage_of_30s_loses_nothing(tmp_path: Path) -> None:
