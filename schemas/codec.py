@@ -198,24 +198,49 @@ class Codec:
 
     def decode(self, name: SchemaName, data: bytes | None) -> dict[str, Any]:
         """Decode a framed message expected to carry schema ``name``."""
+        writer, data, body = self._writer_of(data, name)
+        reader = self._current[name]
+        if writer.full_name == reader.full_name:
+            return self._body(name, data, body, writer, reader)
+        convert = CONVERSIONS.get((writer.name, name))
+        if convert is None:
+            raise CodecError(
+                "wrong_schema", f"message carries {writer.full_name}, expected {reader.full_name}"
+            )
+        # decoded as written, then converted
+        record = self._body(name, data, body, writer, self._current[writer.name])
+        return cast(dict[str, Any], convert(record))
+
+    def decode_as_written(
+        self, names: tuple[SchemaName, ...], data: bytes | None
+    ) -> tuple[SchemaName, dict[str, Any]]:
+        """Decode a message that may carry any of ``names``, as it was written (no
+        conversion): (its schema name, the record)."""
+        writer, data, body = self._writer_of(data, " or ".join(names))
+        if writer.name not in names:
+            raise CodecError(
+                "wrong_schema",
+                f"message carries {writer.full_name}, expected one of {', '.join(names)}",
+            )
+        reader = self._current[writer.name]
+        return writer.name, self._body(writer.name, data, body, writer, reader)
+
+    def _writer_of(self, data: bytes | None, expected: str) -> tuple[ParsedSchema, bytes, int]:
+        """The writer schema of a framed message, its bytes, and where its body starts."""
         if not data:  # a tombstone (null value) or an empty message
             raise CodecError("corrupt", "empty message: a null value (tombstone) or no bytes")
         key, offset = self._framing.split(data)
         writer = self._writers.get(key)
         if writer is None:
             raise CodecError(
-                "unknown_schema", f"unknown writer schema id {key.hex()} (expected {name})"
+                "unknown_schema", f"unknown writer schema id {key.hex()} (expected {expected})"
             )
-        reader = self._current[name]
-        convert = None
-        if writer.full_name != reader.full_name:
-            convert = CONVERSIONS.get((writer.name, name))
-            if convert is None:
-                raise CodecError(
-                    "wrong_schema",
-                    f"message carries {writer.full_name}, expected {reader.full_name}",
-                )
-            reader = self._current[writer.name]  # decoded as written, then converted
+        return writer, data, offset
+
+    @staticmethod
+    def _body(
+        name: SchemaName, data: bytes, offset: int, writer: ParsedSchema, reader: ParsedSchema
+    ) -> dict[str, Any]:
         buf = io.BytesIO(data)
         buf.seek(offset)
         try:
@@ -228,8 +253,6 @@ class Codec:
             raise CodecError(
                 "corrupt", f"{name}: {len(data) - buf.tell()} trailing bytes after record"
             )
-        if convert is not None:
-            record = convert(record)
         return cast(dict[str, Any], record)
 
 

@@ -11,11 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from schemas.bounds import Bounds, check_batch_header, check_event_fields
+from schemas.blocks import to_block
+from schemas.bounds import Bounds, check_batch_header, check_block_header, check_event_fields
 from schemas.codec import Codec, SchemaName
 from schemas.errors import CodecError, RejectedInputError
-from schemas.records import GpuSampleBatch, GridIntensityEvent
+from schemas.records import GpuSampleBatch, GpuSampleBlock, GridIntensityEvent, SampleHeader
+from streams.columns import SAMPLES, check_block
+from streams.matching.columnar import SampleMessage
 from streams.matching.prices import BookKey, Price, check_event, merge_event
+
+_SAMPLE_SCHEMAS: tuple[SchemaName, ...] = ("gpu_sample_block", "gpu_sample_batch")
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,40 @@ class Intake:
         here (its samples are checked one by one against the host's state)."""
         batch = cast(GpuSampleBatch, self._decode("gpu_sample_batch", value))
         check_batch_header(batch, self.bounds)
-        self._zone(batch["zone"])
-        if batch["source"] not in self.accept_sources:
+        self._priced_here(batch)
+        return batch
+
+    def samples(self, value: bytes | None, partition: int, tag: object = None) -> SampleMessage:
+        """A block (v2), or a batch (v1) with the block it packs into, whose header is
+        within bounds, for a zone and a source priced here; its samples are checked
+        against the host's state (``streams.matching.columnar``). A block whose rows
+        contradict its own dictionaries is refused whole (``corrupt``)."""
+        try:
+            name, record = self.codec.decode_as_written(_SAMPLE_SCHEMAS, value)
+            if name == "gpu_sample_block":
+                block = cast(GpuSampleBlock, record)
+                check_block(block)
+                check_block_header(
+                    block, len(block["sample_rows"]) // SAMPLES.itemsize, self.bounds
+                )
+                self._priced_here(block)
+                return SampleMessage(block, None, partition, tag)
+        except CodecError as exc:
+            raise RejectedInputError(exc.reason, str(exc)) from None
+        batch = cast(GpuSampleBatch, record)
+        check_batch_header(batch, self.bounds)
+        self._priced_here(batch)
+        try:
+            packed: GpuSampleBlock | None = to_block(batch)
+        except CodecError:  # a field outside what a block row holds: sample by sample
+            packed = None
+        return SampleMessage(packed, batch, partition, tag)
+
+    def _priced_here(self, header: SampleHeader) -> None:
+        self._zone(header["zone"])
+        if header["source"] not in self.accept_sources:
             raise RejectedInputError(
                 "source_not_accepted",
-                f"{batch['source']} samples are not priced here "
+                f"{header['source']} samples are not priced here "
                 f"(accept_sources: {sorted(self.accept_sources)})",
             )
-        return batch

@@ -44,6 +44,7 @@ class TableBook:
 class MatchingStats:
     batches: int = 0
     samples: int = 0
+    vectorised: int = 0  # of the samples, applied by arrays (streams.matching.columnar)
     duplicates: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     records: int = 0

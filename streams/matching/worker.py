@@ -42,14 +42,13 @@ from schemas.letters import message_letter
 from schemas.topics import spec
 from schemas.units import HOUR_MS
 from streams import faust_compat
-from streams.matching.admission import check_sample
 from streams.matching.catchup import PriceCatchUp
+from streams.matching.columnar import ingest_messages
 from streams.matching.intake import Intake
 from streams.matching.lifecycle import (
     HostState,
     HourSlice,
     host_of,
-    ingest,
     memoised_versions,
     sample_json,
     slice_of,
@@ -282,9 +281,32 @@ class Matching:
                 touched: dict[bytes, HostState] = {}
                 now_ms = int(self.clock() * 1000)
                 sample_now_ms = self.event_clock_ms()
+                messages = []
                 for event in events:
-                    self._offsets.saw(event.message.partition, event.message.offset)
-                    await self._take_batch(event, states, touched, now_ms, sample_now_ms)
+                    message = event.message
+                    self._offsets.saw(message.partition, message.offset)
+                    try:
+                        messages.append(self.intake.samples(event.value, message.partition, event))
+                    except RejectedInputError as refused:
+                        await self.dead(refused, event.value, event)
+                # decoded once, applied once: by arrays where the per-sample rules would
+                # accept every sample of a host, one by one otherwise (columnar.py)
+                out = ingest_messages(
+                    states,
+                    touched,
+                    messages,
+                    now_ms=now_ms,
+                    sample_now_ms=sample_now_ms,
+                    policy=self.policy,
+                )
+                self.stats.batches += len(messages)
+                self.stats.samples += out.applied
+                self.stats.vectorised += out.vectorised
+                self.stats.duplicates += out.duplicates
+                for refused_in, sample, rejection in out.rejected:
+                    # the uuid may be the reason (too long): the letter's id stays bounded
+                    part = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
+                    await self.dead(rejection, sample_json(sample), refused_in.tag, part)
                 # the changed hours' slices, once per batch, on the broker before the batch
                 # is acked
                 await self.persist(
@@ -316,40 +338,6 @@ class Matching:
             except Exception as exc:  # not assigned any more: its next owner reads it
                 logger.warning("could not seek %s[%d]: %s", topic, partition, exc)
                 self._offsets.forget(partition)
-
-    async def _take_batch(
-        self,
-        event: Any,
-        states: dict[bytes, HostState],
-        touched: dict[bytes, HostState],
-        now_ms: int,
-        sample_now_ms: int,
-    ) -> None:
-        try:
-            batch = self.intake.batch(event.value)
-        except RejectedInputError as refused:
-            await self.dead(refused, event.value, event)
-            return
-        host_key = batch["host"].encode()
-        state = touched.get(host_key) or states.get(host_key)
-        if state is None:
-            state = states[host_key] = HostState(batch["host"])
-        state.partition = event.message.partition
-        state.last_seen_ms = now_ms
-        touched[host_key] = state
-        self.stats.batches += 1
-        watermark = state.watermark_ms  # kept up to date here, not recomputed per sample
-        for sample in batch["samples"]:
-            rejection = check_sample(sample, state, sample_now_ms, self.policy, watermark)
-            if rejection is not None:
-                # the uuid may be the reason (too long): the letter's id stays bounded
-                part = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
-                await self.dead(rejection, sample_json(sample), event, part)
-            elif ingest(state, batch["zone"], batch["site"], sample):
-                self.stats.samples += 1
-                watermark = max(watermark, sample["end_ms"])
-            else:
-                self.stats.duplicates += 1
 
     async def lifecycle(self) -> None:
         """Close, revise and report the hours of this worker's hosts (the timer)."""
