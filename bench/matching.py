@@ -15,6 +15,7 @@ import argparse
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from agents.gpu.agent import GpuAgent, HostIdentity
@@ -35,6 +37,7 @@ from schemas.admin import create_topics
 from schemas.codec import Codec
 from schemas.settings import KafkaSettings
 from schemas.topics import spec
+from streams.columns import SAMPLES, SHARES
 from streams.embedded.broker import Broker
 
 T0 = 1_672_531_200_000
@@ -80,17 +83,27 @@ def preload(
 
 
 def raw_consume(kafka: KafkaSettings, messages: int) -> float:
+    """confluent-kafka assign + consume, each message decoded as written (a v2 block's
+    rows read with ``numpy.frombuffer``, what a columnar consumer does; a v1 batch to its
+    sample dicts): samples/s from the first message to the last one decoded."""
     codec = Codec()
     consumer = Consumer({**kafka.librdkafka(), "group.id": "raw", "enable.auto.commit": "false"})
     topic = kafka.topics.name("samples")
     consumer.assign([TopicPartition(topic, p, 0) for p in range(spec("samples").partitions)])
     seen = samples = 0
     started = last = None
+    names = ("gpu_sample_block", "gpu_sample_batch")
     while seen < messages:
         for message in consumer.consume(1000, 1.0):
             if message.error() is None:
                 started = started or time.perf_counter()
-                samples += len(codec.decode("gpu_sample_batch", message.value())["samples"])
+                name, record = codec.decode_as_written(names, message.value())
+                if name == "gpu_sample_block":
+                    rows = np.frombuffer(record["sample_rows"], dtype=SAMPLES)
+                    np.frombuffer(record["share_rows"], dtype=SHARES)
+                    samples += len(rows)
+                else:
+                    samples += len(record["samples"])
                 seen += 1
                 last = time.perf_counter()
     consumer.close()
@@ -100,19 +113,15 @@ def raw_consume(kafka: KafkaSettings, messages: int) -> float:
     return samples / elapsed if elapsed > 0 else float("nan")
 
 
-def worker_run(
-    kafka: KafkaSettings, tmp: Path, samples: int, last_end_ms: int, host_count: int
-) -> tuple[float, float, float, float]:
-    """Samples/s up to the output that covers every host's last sample (live records carry
-    ``as_of_ms``, the end of the newest sample included): from the worker's first output,
-    and, stricter, from its "Worker ready" log line (which counts the first batch too)."""
-    env = {
+def _env(kafka: KafkaSettings, tmp: Path, app_id: str) -> dict[str, str]:
+    """The worker's settings (and the null agent's: the same faust app options)."""
+    return {
         **os.environ,
         "LLCR_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "LLCR_KAFKA__TOPIC_PREFIX": kafka.topic_prefix,
-        "LLCR_APP_ID": "bench-worker",
+        "LLCR_APP_ID": app_id,
         "LLCR_ACCEPT_SOURCES": '["sim"]',  # the bench's hosts are simulated
-        "LLCR_DATA_DIR": str(tmp / "w"),
+        "LLCR_DATA_DIR": str(tmp / app_id),
         "LLCR_GRACE_S": "0",
         "LLCR_MAX_WAIT_S": "3600",
         "LLCR_TICK_S": "0.5",
@@ -122,6 +131,52 @@ def worker_run(
         "LLCR_REBALANCE_TIMEOUT_S": "2",
         "LLCR_BATCH_MAX_MESSAGES": "4000",
     }
+
+
+def null_run(kafka: KafkaSettings, tmp: Path, messages: int) -> tuple[float, float]:
+    """faust's own ceiling: messages/s of an agent that only iterates and acks (from its
+    first batch to the one that completes the topic; and from 'Worker ready')."""
+    out = tmp / "null.out"
+    env = {
+        **_env(kafka, tmp, "bench-null"),
+        "NULL_AGENT_MESSAGES": str(messages),
+        "NULL_AGENT_OUT": str(out),
+    }
+    log_path = tmp / "null.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "faust_null.py"), "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 600
+        try:
+            while not out.exists() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.2)
+        finally:
+            process.terminate()
+            process.wait(30)
+    if not out.exists():
+        raise SystemExit(f"the null agent did not finish: see {log_path}")
+    first, last, count = (int(x) for x in out.read_text(encoding="utf-8").split())
+    ready = ready_ms(log_path)
+    return per_s(count, (last - first) / 1000), per_s(count, (last - (ready or first)) / 1000)
+
+
+def worker_run(
+    kafka: KafkaSettings,
+    tmp: Path,
+    samples: int,
+    last_end_ms: int,
+    host_count: int,
+    *,
+    py_spy: Path | None = None,
+) -> tuple[float, float, float, float]:
+    """Samples/s up to the output that covers every host's last sample (live records carry
+    ``as_of_ms``, the end of the newest sample included): from the worker's first output,
+    and, stricter, from its "Worker ready" log line (which counts the first batch too)."""
+    env = _env(kafka, tmp, "bench-worker")
     code = "import sys; sys.argv[0] = 'llcr'; from schemas.cli import main; main()"
     log = (tmp / "worker.log").open("wb")
     process = subprocess.Popen(
@@ -130,6 +185,17 @@ def worker_run(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    spy = None
+    if py_spy is not None:  # sample the worker's stacks (collapsed: one line per stack)
+        spy = subprocess.Popen(
+            [
+                *("py-spy", "record", "-f", "raw", "-r", "200", "-o", str(py_spy)),
+                "-p",
+                str(process.pid),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     codec = Codec()
     consumer = Consumer({**kafka.librdkafka(), "group.id": "bench-out"})
     topic = kafka.topics.name("emissions_live")
@@ -148,6 +214,9 @@ def worker_run(
                 done[record["host"]] = record["computed_at_ms"]
     finally:
         consumer.close()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(60)
         process.terminate()
         process.wait(30)
         log.close()
@@ -182,6 +251,9 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=2048)
     parser.add_argument("--ticks-per-message", type=int, default=16)
     parser.add_argument("--format", choices=["block", "batch"], default="block")
+    parser.add_argument(
+        "--py-spy", type=Path, default=None, help="record the worker's stacks to this file"
+    )
     args = parser.parse_args()
     with Broker() as broker, tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
@@ -210,8 +282,15 @@ def main() -> None:
         raw = raw_consume(kafka, messages)
         per_message = samples / messages
         print(f"raw consume + decode:  {raw:,.0f} samples/s  ({raw / per_message:,.0f} msg/s)")
+        null, null_ready = null_run(kafka, tmp, messages)
+        print(
+            f"faust null agent:      {null:,.0f} msg/s ({null * per_message:,.0f} samples/s)"
+            f" from its first batch; {null_ready:,.0f} msg/s from 'Worker ready'"
+        )
         last_end = T0 + args.ticks // args.ticks_per_message * args.ticks_per_message * 1000
-        rate, elapsed, strict, whole = worker_run(kafka, tmp, samples, last_end, args.hosts)
+        rate, elapsed, strict, whole = worker_run(
+            kafka, tmp, samples, last_end, args.hosts, py_spy=args.py_spy
+        )
         if not math.isnan(rate):
             print(
                 f"worker end to end:     {rate:,.0f} samples/s  ({rate / per_message:,.0f} msg/s)"
@@ -222,6 +301,10 @@ def main() -> None:
         print(
             f"worker from ready:     {strict:,.0f} samples/s  ({strict / per_message:,.0f} msg/s)"
             f" over {whole:.1f}s from 'Worker ready'; {100 * strict / raw:.1f} % of raw"
+        )
+        print(
+            f"worker / null agent:   {100 * strict / per_message / null_ready:.0f} % of its "
+            "messages/s, both from 'Worker ready'"
         )
 
 

@@ -112,6 +112,7 @@ def suspects(labels: Any, rows: Any, shares: Any, where: Any, bounds: Bounds) ->
                 job_bad[job]
                 | ~((share >= 0.0) & (share <= 1.0))
                 | (shares["f2"] < 0)
+                | (shares["f2"] >= 2**56)  # so no sum of max_jobs shares can wrap
                 | (shares["f3"] < 0)
                 | (shares["f3"] >= MAX_COUNT)
                 | (shares["f4"] < 0)
@@ -125,7 +126,10 @@ def suspects(labels: Any, rows: Any, shares: Any, where: Any, bounds: Bounds) ->
             bad |= share_sum > 1.0 + 1e-6 - _SHARE_SUM_MARGIN
             # int64 sums of the shares' energy (a float bincount could round)
             energy_sum = np.zeros(n, dtype=np.int64)
-            np.add.at(energy_sum, owner, shares["f2"])
+            counts = rows["f7"]
+            has = counts > 0  # owner is sorted: each sample's shares are consecutive
+            first = np.cumsum(counts, dtype=np.intp) - counts
+            energy_sum[has] = np.add.reduceat(shares["f2"], first[has])
             bad |= energy_sum != energy
         else:
             bad |= energy != 0  # no shares: only an energy of 0 sums to itself

@@ -27,6 +27,7 @@ Pure: no I/O, no faust. Every value stored in a state is a Python int, float or 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,7 @@ def ingest_messages(
     by_host: dict[str, list[SampleMessage]] = {}
     for message in messages:
         by_host.setdefault(message.header["host"], []).append(message)
+    hosts: list[tuple[HostState, list[SampleMessage]]] = []
     for host, mine in by_host.items():
         key = host.encode()
         state = touched.get(key) or states.get(key)
@@ -105,15 +107,16 @@ def ingest_messages(
         touched[key] = state
         state.partition = mine[-1].partition
         state.last_seen_ms = now_ms
-        applied = None
-        if all(m.block is not None for m in mine):
-            applied = ingest_blocks(state, mine, sample_now_ms, policy)
-        if applied is not None:
-            out.applied += applied
-            out.vectorised += applied
-            continue
-        for message in mine:
-            ingest_one_by_one(state, message, sample_now_ms, policy, out)
+        hosts.append((state, mine))
+    packed = [h for h in hosts if all(m.block is not None for m in h[1])]
+    applied, left = ingest_hosts(packed, sample_now_ms, policy)
+    out.applied += applied
+    out.vectorised += applied
+    done = {id(packed[i][0]) for i in range(len(packed))} - {id(packed[i][0]) for i in left}
+    for state, mine in hosts:
+        if id(state) not in done:
+            for message in mine:
+                ingest_one_by_one(state, message, sample_now_ms, policy, out)
     return out
 
 
@@ -135,23 +138,32 @@ def ingest_one_by_one(
             out.duplicates += 1
 
 
+def ingest_hosts(
+    hosts: Sequence[tuple[HostState, Sequence[SampleMessage]]], now_ms: int, policy: Policy
+) -> tuple[int, set[int]]:
+    """Apply the blocks of every host in ``hosts`` (each host's messages in order) with
+    arrays, in one pass over all of them, except the hosts whose samples the per-sample
+    path could decide otherwise (module docstring). Those are left unchanged: (the
+    number of samples applied, the indexes of the hosts left)."""
+    left: set[int] = set()
+    chosen = list(range(len(hosts)))
+    while chosen:  # each round leaves out at least one host, or applies
+        batch = _Batch.of([hosts[i] for i in chosen], policy)
+        refused = batch.refused(now_ms, policy)
+        if not refused:
+            batch.apply()
+            return batch.n, left
+        left.update(chosen[i] for i in refused)
+        chosen = [c for i, c in enumerate(chosen) if i not in refused]
+    return 0, left
+
+
 def ingest_blocks(
     state: HostState, messages: Sequence[SampleMessage], now_ms: int, policy: Policy
 ) -> int | None:
-    """Apply every sample of the blocks of ``messages`` (one host's, in order) with
-    arrays: the number applied, or None, having changed nothing, when the per-sample
-    path could decide any sample otherwise (module docstring)."""
-    blocks = [m.block for m in messages if m.block is not None]
-    batch = _Batch.of(blocks, policy)
-    if batch is None:
-        return None
-    if batch.n == 0:
-        return 0
-    plan = batch.plan(state, now_ms, policy)
-    if plan is None:
-        return None
-    batch.apply(state, plan, [m.header for m in messages])
-    return batch.n
+    """:func:`ingest_hosts` for one host: the number applied, or None (nothing changed)."""
+    applied, left = ingest_hosts([(state, messages)], now_ms, policy)
+    return None if left else applied
 
 
 def _ragged(counts: Any) -> Any:
@@ -161,7 +173,9 @@ def _ragged(counts: Any) -> Any:
     return np.arange(total) - np.repeat(ends - counts, counts)
 
 
-def _starts(sizes: Sequence[int]) -> Any:
+def _starts(sizes: Any) -> Any:
+    """Where each of consecutive pieces of ``sizes`` (a list or an array) starts."""
+    sizes = np.asarray(sizes, dtype=np.intp)
     out = np.zeros(len(sizes), dtype=np.intp)
     if len(sizes) > 1:
         np.cumsum(sizes[:-1], out=out[1:])
@@ -198,30 +212,75 @@ class _Groups:
         return self.order[self.bounds[k] : self.bounds[k + 1]]
 
 
-@dataclass
-class _Plan:
-    """What :meth:`_Batch.apply` writes, decided before anything is written."""
+class _Labels:
+    """A batch's GPU or job dictionaries, each distinct entry once per host. A block
+    whose dictionary equals its host's previous block's (the common case: an agent's
+    GPUs and jobs change rarely) reuses that one's numbering, one list comparison."""
 
-    new_gpus: list[int]
-    contiguous: list[bool]  # per (GPU, hour) group: its sequences extend the run in order
+    def __init__(self, fields: tuple[str, ...]) -> None:
+        self.fields = fields
+        self._key = operator.itemgetter(*fields)  # decoded entries carry every field
+        self.distinct: list[Any] = []  # entries
+        self.host: list[int] = []  # each entry's host
+        self._ids: dict[tuple[Any, ...], int] = {}
+        self._last: dict[int, tuple[list[Any], Any]] = {}
+        self._maps: list[Any] = []
+        self._sizes: list[int] = []
+        self.repeated = False  # the block just added lists one uuid/job id twice
+
+    def add(self, host: int, entries: list[Any]) -> None:
+        last = self._last.get(host)
+        self.repeated = False
+        if last is not None and last[0] == entries:
+            numbers = last[1]
+        else:
+            ids = []
+            for entry in entries:
+                key = (host, *self._key(entry))
+                number = self._ids.get(key)
+                if number is None:
+                    number = self._ids[key] = len(self.distinct)
+                    self.distinct.append(entry)
+                    self.host.append(host)
+                ids.append(number)
+            self.repeated = len({e.get(self.fields[0]) for e in entries}) != len(entries)
+            numbers = np.array(ids, dtype=np.intp)
+            self._last[host] = (entries, numbers)
+        self._maps.append(numbers)
+        self._sizes.append(len(entries))
+
+    def entries(self) -> Any:
+        """Each block's dictionary, as distinct entry numbers, concatenated."""
+        return np.concatenate(self._maps) if self._maps else np.zeros(0, dtype=np.intp)
+
+    def starts(self) -> Any:
+        """Where each block's dictionary starts in :meth:`entries`."""
+        return _starts(self._sizes)
 
 
 @dataclass
 class _Batch:
     """One host's blocks as arrays: samples, their hour pieces and the pieces' job shares."""
 
+    hosts: list[HostState]
+    blocks: list[GpuSampleBlock]
     rows: Any
     shares: Any
     owner: Any  # each share row's sample
     block_of: Any  # each sample's block
+    row_host: Any  # each sample's host (index into hosts)
     gpu: Any  # each sample's GPU (index into uuids)
     jk: Any  # each share row's (job_id, tenant) (index into job_keys)
-    uuids: list[str]
-    gpu_refs: list[dict[str, Any]]  # each GPU's first dictionary entry used by a row
+    uuids: list[tuple[int, str]]  # (host, gpu_uuid)
+    gpu_refs: list[Any]  # each GPU's first dictionary entry used by a row
     gpu_block: list[int]  # the block each GPU first appears in
     job_keys: list[tuple[str, str]]
     share_model: Any  # each share row's model (index into models; -1: none)
     models: list[str]
+    bad_host: Any  # hosts already known to go one by one
+    # decided by refused(), written by apply()
+    new_gpus: list[int] = field(default_factory=list)
+    contiguous: list[bool] = field(default_factory=list)  # per (GPU, hour) group
     # made by _pieces: hour pieces of the samples, and share pieces (a share row per
     # piece of its sample), grouped by (GPU, hour) and by (GPU, job, hour)
     piece_count: Any = None
@@ -236,54 +295,74 @@ class _Batch:
     sp_first: Any = None
     accs: Any = None
     n_keys: int = 1
+    group_gpu: Any = None  # each (GPU, hour) group's GPU and hour
+    group_hour: Any = None
 
     @property
     def n(self) -> int:
         return len(self.rows)
 
     @classmethod
-    def of(cls, blocks: Sequence[GpuSampleBlock], policy: Policy) -> _Batch | None:
+    def of(
+        cls, hosts: Sequence[tuple[HostState, Sequence[SampleMessage]]], policy: Policy
+    ) -> _Batch:
+        blocks: list[GpuSampleBlock] = []
+        block_host: list[int] = []
+        for h, (_, messages) in enumerate(hosts):
+            for message in messages:
+                assert message.block is not None
+                blocks.append(message.block)
+                block_host.append(h)
         rows = np.frombuffer(b"".join(b["sample_rows"] for b in blocks), dtype=SAMPLES)
         shares = np.frombuffer(b"".join(b["share_rows"] for b in blocks), dtype=SHARES)
-        per_block = [len(b["sample_rows"]) // SAMPLES.itemsize for b in blocks]
+        per_block = np.array([len(b["sample_rows"]) // SAMPLES.itemsize for b in blocks])
         block_of = np.repeat(np.arange(len(blocks)), per_block)
+        row_host = np.array(block_host, dtype=np.intp)[block_of]
         owner = np.repeat(np.arange(len(rows)), rows["f7"].astype(np.intp))
-        gpus = [g for b in blocks for g in b["gpus"]]
-        jobs = [j for b in blocks for j in b["jobs"]]
-        gpu_entry = rows["f0"].astype(np.intp) + _starts([len(b["gpus"]) for b in blocks])[block_of]
-        job_starts = _starts([len(b["jobs"]) for b in blocks])
-        job_entry = shares["f0"].astype(np.intp) + job_starts[block_of[owner]]
-        where = (gpu_entry, job_entry, owner)
-        if len(rows) and suspects((gpus, jobs), rows, shares, where, policy.bounds).any():
-            return None
-        for block in blocks:  # a GPU listed twice in one block: the per-sample path
-            if len({g["gpu_uuid"] for g in block["gpus"]}) != len(block["gpus"]):
-                return None
-        uuid_index: dict[str, int] = {}
-        entry_gpu = np.array(
-            [uuid_index.setdefault(g["gpu_uuid"], len(uuid_index)) for g in gpus], dtype=np.intp
-        )
-        gpu = entry_gpu[gpu_entry] if gpus else gpu_entry
+        bad_host = np.zeros(len(hosts), dtype=bool)
+        gpus = _Labels(("gpu_uuid", "gpu_index", "gpu_model", "mig_instance"))
+        jobs = _Labels(("job_id", "tenant", "model", "sharing"))
+        for b, block in enumerate(blocks):
+            h = block_host[b]
+            gpus.add(h, block["gpus"])
+            jobs.add(h, block["jobs"])
+            if gpus.repeated:  # a GPU listed twice in one block: the per-sample path
+                bad_host[h] = True
+        gpu_entry = gpus.entries()[rows["f0"].astype(np.intp) + gpus.starts()[block_of]]
+        job_entry = jobs.entries()[shares["f0"].astype(np.intp) + jobs.starts()[block_of[owner]]]
+        if len(rows):
+            where = (gpu_entry, job_entry, owner)
+            labels = (gpus.distinct, jobs.distinct)
+            bad_host[row_host[suspects(labels, rows, shares, where, policy.bounds)]] = True
+        uuid_index: dict[tuple[int, str], int] = {}
+        entry_gpu = [
+            uuid_index.setdefault((h, g["gpu_uuid"]), len(uuid_index))
+            for h, g in zip(gpus.host, gpus.distinct, strict=True)
+        ]
+        gpu = np.array(entry_gpu, dtype=np.intp)[gpu_entry] if entry_gpu else gpu_entry
         firsts: Any = np.unique(gpu, return_index=True)[1] if len(rows) else []
-        gpu_refs: list[dict[str, Any]] = [{}] * len(uuid_index)
+        gpu_refs: list[Any] = [None] * len(uuid_index)
         gpu_block = [0] * len(uuid_index)
         for row in np.asarray(firsts).tolist():
-            gpu_refs[int(gpu[row])] = dict(gpus[int(gpu_entry[row])])
+            gpu_refs[int(gpu[row])] = gpus.distinct[int(gpu_entry[row])]
             gpu_block[int(gpu[row])] = int(block_of[row])
         key_index: dict[tuple[str, str], int] = {}
         model_index: dict[str, int] = {}
         entry_jk, entry_model = [], []
-        for j in jobs:
+        for j in jobs.distinct:
             entry_jk.append(key_index.setdefault((j["job_id"], j["tenant"]), len(key_index)))
             model = j.get("model")
             entry_model.append(model_index.setdefault(model, len(model_index)) if model else -1)
-        jk = np.array(entry_jk, dtype=np.intp)[job_entry] if jobs else job_entry
-        share_model = np.array(entry_model, dtype=np.intp)[job_entry] if jobs else job_entry
+        jk = np.array(entry_jk, dtype=np.intp)[job_entry] if entry_jk else job_entry
+        share_model = np.array(entry_model, dtype=np.intp)[job_entry] if entry_jk else job_entry
         return cls(
+            [state for state, _ in hosts],
+            blocks,
             rows,
             shares,
             owner,
             block_of,
+            row_host,
             gpu,
             jk,
             list(uuid_index),
@@ -292,6 +371,7 @@ class _Batch:
             list(key_index),
             share_model,
             list(model_index),
+            bad_host,
         )
 
     # ------------------------------------------------------------ pieces and groups
@@ -316,136 +396,189 @@ class _Batch:
         group_of_piece = self.groups.labels()
         self.piece_group = group_of_piece
         # share pieces
-        piece_first = _starts(count.tolist())
+        piece_first = _starts(count)
         per_share = count[self.owner]
         share = np.repeat(np.arange(len(self.shares)), per_share)
         piece = piece_first[self.owner][share] + _ragged(per_share)
         self.sp_share, self.sp_piece = share, piece
-        self.sp_first = _starts(per_share.tolist())
+        self.sp_first = _starts(per_share)
         n_keys = max(len(self.job_keys), 1)
         self.accs = _Groups(group_of_piece[piece] * n_keys + self.jk[share])
         self.n_keys = n_keys
 
-    def plan(self, state: HostState, now_ms: int, policy: Policy) -> _Plan | None:
-        """The conditions of the module docstring, against ``state``; None when one fails."""
-        new_gpus = self._in_time_and_apart(state, now_ms, policy)
-        if new_gpus is None:
-            return None
+    def refused(self, now_ms: int, policy: Policy) -> list[int]:
+        """The hosts (indexes) for which a condition of the module docstring fails; when
+        none, what :meth:`apply` writes is decided."""
+        bad = self.bad_host | self._late_or_crowded(now_ms, policy)
+        if bad.any() or not self.n:
+            return np.flatnonzero(bad).tolist()
         self._pieces()
-        acc_group = self.accs.ids // self.n_keys
-        acc_jk = self.accs.ids % self.n_keys
-        contiguous = []
-        for k in range(len(self.groups.ids)):
-            joined = self._fresh_and_within(state, k, acc_jk[acc_group == k], policy.bounds)
-            if joined is None:
-                return None
-            contiguous.append(joined)
-        return _Plan(new_gpus, contiguous)
+        refused_groups = self._stale_or_full(policy.bounds)
+        for k in np.flatnonzero(refused_groups).tolist():
+            bad[self.uuids[int(self.group_gpu[k])][0]] = True
+        return np.flatnonzero(bad).tolist()
 
-    def _in_time_and_apart(self, state: HostState, now_ms: int, policy: Policy) -> list[int] | None:
-        """The GPUs new to the host, when every sample is in time, the host stays within
-        its GPUs, and no two samples of a GPU share time or a sequence number; else None."""
+    def _late_or_crowded(self, now_ms: int, policy: Policy) -> Any:
+        """The hosts with a sample out of time, more GPUs than allowed, or two samples of
+        a GPU that share time or a sequence number; the GPUs new to their host are noted."""
+        bad = np.zeros(len(self.hosts), dtype=bool)
+        if not self.n:
+            return bad
         seq, start, end = self.rows["f1"], self.rows["f2"], self.rows["f3"]
-        late = start < max(state.watermark_ms, int(end.max())) - policy.retention_ms
+        newest = np.array([state.watermark_ms for state in self.hosts], dtype=np.int64)
+        by_host = _Groups(self.row_host)  # rows come host by host: sorted already
+        newest[by_host.ids] = np.maximum(newest[by_host.ids], by_host.max(end))
+        late = start < newest[self.row_host] - policy.retention_ms
         old = now_ms - end > policy.max_age_ms if policy.max_age_ms is not None else False
         # an empty sample applies nothing (per sample: a duplicate)
-        if ((end <= start) | (end - now_ms > policy.future_ms) | old | late).any():
-            return None
-        new_gpus = [i for i in np.unique(self.gpu).tolist() if self.uuids[i] not in state.gpus]
-        if len(state.gpus) + len(new_gpus) > policy.bounds.max_gpus_per_host:
-            return None
+        wrong = (end <= start) | (end - now_ms > policy.future_ms) | old | late
+        order = np.argsort(self.gpu, kind="stable")  # each GPU's samples in their order
+        same = self.gpu[order][1:] == self.gpu[order][:-1]
         for a, b in ((start, end), (seq, seq + 1)):
-            order = np.lexsort((a, self.gpu))
-            same = self.gpu[order][1:] == self.gpu[order][:-1]
-            if (same & (a[order][1:] < b[order][:-1])).any():
-                return None
-        return new_gpus
+            if (same & (a[order][1:] < a[order][:-1])).any():  # not in order: sort them
+                order_a = np.lexsort((a, self.gpu))
+                same_a = self.gpu[order_a][1:] == self.gpu[order_a][:-1]
+            else:
+                order_a, same_a = order, same
+            wrong[order_a[1:][same_a & (a[order_a][1:] < b[order_a][:-1])]] = True
+        bad[self.row_host[wrong]] = True
+        self.new_gpus = []
+        count = [len(state.gpus) for state in self.hosts]
+        for i in np.unique(self.gpu).tolist():
+            h, uuid = self.uuids[i]
+            if uuid not in self.hosts[h].gpus:
+                self.new_gpus.append(i)
+                count[h] += 1
+        bad |= np.array(count) > policy.bounds.max_gpus_per_host
+        return bad
 
-    def _fresh_and_within(self, state: HostState, k: int, jks: Any, bounds: Bounds) -> bool | None:
-        """For (GPU, hour) group ``k``: None when a piece's sequence or time was applied
-        before, or the hour could pass its fragment or job limits on the way; else whether
-        its sequences extend the hour's run in order (``jks``: the group's job keys)."""
-        members = self.groups.members(k)
-        uuid = self.uuids[int(self.gpu[self.piece_sample[members[0]]])]
-        hour = int(self.piece_hour[members[0]])
-        seqs = self.rows["f1"][self.piece_sample[members]]
-        gpu = state.gpus.get(uuid)
-        applied = (gpu.applied.get(hour) if gpu is not None else None) or SeqSet()
-        a, b = self.piece_a[members], self.piece_b[members]
-        spans, extra = applied.spans, applied.extra
-        if (
-            (spans and int(a.min()) < spans[-1][1])  # before or inside applied time
-            or ((seqs >= applied.lo) & (seqs < applied.upto)).any()
-            or (extra and np.isin(seqs, np.fromiter(extra, np.int64, len(extra))).any())
+    def _group_states(self) -> tuple[Any, ...]:
+        """What the state holds for each (GPU, hour) group: its run (lo, upto), the end of
+        its last span, its span, straggler and job-key counts, its keys, its stragglers."""
+        count = len(self.groups.ids)
+        lo = np.zeros(count, dtype=np.int64)
+        upto = np.zeros(count, dtype=np.int64)
+        last_end = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+        n_spans = np.zeros(count, dtype=np.int64)
+        n_extra = np.zeros(count, dtype=np.int64)
+        n_keys = np.zeros(count, dtype=np.int64)
+        known: list[set[tuple[str, str]]] = []
+        extras: dict[int, set[int]] = {}
+        for k, (g, hour) in enumerate(
+            zip(self.group_gpu.tolist(), self.group_hour.tolist(), strict=True)
         ):
-            return None
-        empty = applied.lo == applied.upto and not extra
-        joined = bool((np.diff(seqs) == 1).all()) and (empty or int(seqs[0]) == applied.upto)
+            h, uuid = self.uuids[g]
+            state = self.hosts[h]
+            gpu = state.gpus.get(uuid)
+            applied = gpu.applied.get(hour) if gpu is not None else None
+            if applied is not None:
+                lo[k], upto[k] = applied.lo, applied.upto
+                if applied.spans:
+                    last_end[k], n_spans[k] = applied.spans[-1][1], len(applied.spans)
+                if applied.extra:
+                    extras[k] = applied.extra
+                    n_extra[k] = len(applied.extra)
+            keys = state.keys_by_hour.get(hour, {}).get(uuid, {})
+            n_keys[k] = len(keys)
+            known.append({(key.job_id, key.tenant) for key in keys})
+        return lo, upto, last_end, n_spans, n_extra, n_keys, known, extras
+
+    def _stale_or_full(self, bounds: Bounds) -> Any:
+        """Per (GPU, hour) group, whether a piece's sequence or time was applied before,
+        or the hour could pass its fragment or job limits on the way; and (noted) whether
+        its sequences extend the hour's run in order. One Python step per group reads the
+        state; the pieces are compared as arrays."""
+        groups = self.groups
+        count = len(groups.ids)
+        firsts = groups.order[groups.first]
+        self.group_gpu = self.gpu[self.piece_sample[firsts]]
+        self.group_hour = self.piece_hour[firsts]
+        lo, upto, last_end, n_spans, n_extra, n_keys, known, extras = self._group_states()
+        order, first = groups.order, groups.first
+        label = np.repeat(np.arange(count), np.diff(groups.bounds))  # in group order
+        seq = self.rows["f1"][self.piece_sample[order]]
+        a, b = self.piece_a[order], self.piece_b[order]
+        size = np.diff(groups.bounds)
+        refused = np.minimum.reduceat(a, first) < last_end  # before or in applied time
+        refused |= np.logical_or.reduceat((seq >= lo[label]) & (seq < upto[label]), first)
+        for k, extra in extras.items():
+            members = seq[groups.bounds[k] : groups.bounds[k + 1]]
+            refused[k] |= bool(np.isin(members, np.fromiter(extra, np.int64, len(extra))).any())
+        same = np.zeros(len(a), dtype=bool)  # pair (i, i + 1) of one group, at i
+        same[:-1] = label[1:] == label[:-1]
+
+        def any_pair(condition: Any) -> Any:
+            at = np.zeros(len(a), dtype=bool)
+            at[:-1] = condition
+            return np.logical_or.reduceat(at & same, first)
+
+        empty = (lo == upto) & (n_extra == 0)
+        joined = ~any_pair(np.diff(seq) != 1) & (empty | (seq[first] == upto))
         # fragments: the most spans and stragglers any intermediate state can hold
-        most_spans = len(spans) + len(members)
-        if bool((np.diff(a) >= 0).all()):  # in time order: the count only grows
-            runs = 1 + int((a[1:] != b[:-1]).sum())
-            most_spans = len(spans) + runs - int(bool(spans) and a[0] == spans[-1][1])
-        most_extra = len(extra) if joined else len(extra) + len(members)
-        if max(most_spans, most_extra) >= bounds.max_fragments_per_gpu_hour:
-            return None
+        in_time = ~any_pair(a[1:] < a[:-1])  # in time order the span count only grows
+        gaps = np.zeros(len(a), dtype=np.int64)
+        gaps[:-1] = (a[1:] != b[:-1]) & same[:-1]
+        runs = 1 + np.add.reduceat(gaps, first)
+        touch = (n_spans > 0) & (a[first] == last_end)
+        most_spans = np.where(in_time, n_spans + runs - touch, n_spans + size)
+        most_extra = np.where(joined, n_extra, n_extra + size)
+        refused |= np.maximum(most_spans, most_extra) >= bounds.max_fragments_per_gpu_hour
         # jobs: the hour's keys and every key the batch adds to it
-        keys = state.keys_by_hour.get(hour, {}).get(uuid, {})
-        known = {(key.job_id, key.tenant) for key in keys}
-        if len(keys) + len({self.job_keys[j] for j in jks.tolist()} - known) > (
-            bounds.max_jobs_per_gpu_hour
-        ):
-            return None
-        return joined
+        added = np.zeros(count, dtype=np.int64)
+        acc_ids = self.accs.ids.tolist()
+        for acc in acc_ids:
+            k = acc // self.n_keys
+            if self.job_keys[acc % self.n_keys] not in known[k]:
+                added[k] += 1
+        refused |= n_keys + added > bounds.max_jobs_per_gpu_hour
+        self.contiguous = joined.tolist()
+        return refused
 
     # ------------------------------------------------------------ writing
 
-    def apply(
-        self,
-        state: HostState,
-        plan: _Plan,
-        headers: Sequence[GpuSampleBlock | GpuSampleBatch],
-    ) -> None:
-        for i in plan.new_gpus:
-            ref, header = self.gpu_refs[i], headers[self.gpu_block[i]]
-            state.gpus[self.uuids[i]] = GpuState(
-                state.host, header["site"], header["zone"], ref["gpu_model"]
-            )
+    def apply(self) -> None:
+        """Write what :meth:`refused` decided (when it refused no host)."""
+        for i in self.new_gpus:
+            (h, uuid), ref, block = self.uuids[i], self.gpu_refs[i], self.blocks[self.gpu_block[i]]
+            state = self.hosts[h]
+            state.gpus[uuid] = GpuState(state.host, block["site"], block["zone"], ref["gpu_model"])
         rows, shares = self.rows, self.shares
         start, end, seq = rows["f2"], rows["f3"], rows["f1"]
-        # watermarks
         by_gpu = _Groups(self.gpu)
         for g, newest in zip(by_gpu.ids.tolist(), by_gpu.max(end).tolist(), strict=True):
-            gpu = state.gpus[self.uuids[g]]
+            h, uuid = self.uuids[g]
+            gpu = self.hosts[h].gpus[uuid]
             gpu.watermark_ms = max(gpu.watermark_ms, newest)
         # sequences and spans per (GPU, hour)
-        group_keys: list[tuple[GpuState, str, int]] = []
-        for k in range(len(self.groups.ids)):
-            members = self.groups.members(k)
-            first = members[0]
-            uuid = self.uuids[int(self.gpu[self.piece_sample[first]])]
-            hour = int(self.piece_hour[first])
-            gpu = state.gpus[uuid]
+        groups = self.groups
+        in_order = seq[self.piece_sample[groups.order]].tolist()
+        bounds = groups.bounds.tolist()
+        group_keys: list[tuple[HostState, GpuState, str, int]] = []
+        for k, (g, hour) in enumerate(
+            zip(self.group_gpu.tolist(), self.group_hour.tolist(), strict=True)
+        ):
+            h, uuid = self.uuids[g]
+            gpu = self.hosts[h].gpus[uuid]
             applied = gpu.applied.get(hour)
             if applied is None:
                 applied = gpu.applied[hour] = SeqSet()
-            seqs = seq[self.piece_sample[members]].tolist()
-            if plan.contiguous[k]:
+            seqs = in_order[bounds[k] : bounds[k + 1]]
+            if self.contiguous[k]:
                 _extend(applied, seqs[0], seqs[-1])
             else:
                 for number in seqs:
                     applied.add(number)
-            a, b = self.piece_a[members], self.piece_b[members]
-            order = np.argsort(a, kind="stable")
-            for lo, hi in _runs(a[order], b[order]):
-                applied.cover(lo, hi)
-            group_keys.append((gpu, uuid, hour))
-        self._energy(state, group_keys, start, end, shares)
+            group_keys.append((self.hosts[h], gpu, uuid, hour))
+        by_time = np.lexsort((self.piece_a, self.piece_group))
+        for k, lo, hi in _runs(
+            self.piece_group[by_time], self.piece_a[by_time], self.piece_b[by_time]
+        ):
+            group_keys[k][1].applied[group_keys[k][3]].cover(lo, hi)
+        self._energy(group_keys, start, end, shares)
 
     def _energy(
         self,
-        state: HostState,
-        group_keys: list[tuple[GpuState, str, int]],
+        group_keys: list[tuple[HostState, GpuState, str, int]],
         start: Any,
         end: Any,
         shares: Any,
@@ -461,10 +594,8 @@ class _Batch:
         if len(split):  # samples across hours: the same largest-remainder split, exact
             self._split(split, ints, energy, length)
         accs = self.accs
-        bins_mj, bins_ms = self._bins(a, b, self.piece_hour[piece], energy / (end - start)[sample])
-        last = (self.piece_count[sample] - 1) == (
-            piece - _starts(self.piece_count.tolist())[sample]
-        )
+        cells = self._bins(a, b, self.piece_hour[piece], energy / (end - start)[sample])
+        last = (self.piece_count[sample] - 1) == (piece - _starts(self.piece_count)[sample])
         prompt = np.where(last, shares["f3"][share], 0)
         generation = np.where(last, shares["f4"][share], 0)
         model = self.share_model[share]
@@ -478,22 +609,20 @@ class _Batch:
             accs.sum(prompt).tolist(),
             accs.sum(generation).tolist(),
             accs.max(position).tolist(),
-            bins_mj.tolist(),
-            bins_ms.tolist(),
             strict=True,
         )
         n_keys = self.n_keys
         touched: list[list[HourKey]] = [[] for _ in group_keys]
-        for acc, mj, covered, gpu_ms, as_of, prompts, generations, newest, mjs, mss in columns:
+        energies: list[HourEnergy] = []
+        for acc, mj, covered, gpu_ms, as_of, prompts, generations, newest in columns:
             group = acc // n_keys
-            gpu, _, hour = group_keys[group]
+            _, gpu, _, hour = group_keys[group]
             job_id, tenant = self.job_keys[acc % n_keys]
             key = HourKey(hour, job_id, tenant)
             energy_of = gpu.hours.get(key)
             if energy_of is None:
                 energy_of = gpu.hours[key] = HourEnergy()
-            energy_of.bins_mj = [x + y for x, y in zip(energy_of.bins_mj, mjs, strict=True)]
-            energy_of.bins_ms = [x + y for x, y in zip(energy_of.bins_ms, mss, strict=True)]
+            energies.append(energy_of)
             energy_of.energy_mj += mj
             energy_of.covered_ms += covered
             energy_of.gpu_ms += gpu_ms
@@ -503,11 +632,16 @@ class _Batch:
             if newest >= 0:
                 energy_of.model = self.models[int(model[newest])]
             touched[group].append(key)
-        self._mark(state, group_keys, touched)
+        for position_, slot, mj, ms in cells:  # the bins samples touched, each once
+            energy_of = energies[position_]
+            energy_of.bins_mj[slot] += mj
+            energy_of.bins_ms[slot] += ms
+        self._mark(group_keys, touched)
 
-    def _bins(self, a: Any, b: Any, hour: Any, mj_per_ms: Any) -> tuple[Any, Any]:
+    def _bins(self, a: Any, b: Any, hour: Any, mj_per_ms: Any) -> list[tuple[int, int, float, int]]:
         """Energy and time of the share pieces ``[a, b)`` (of the hours ``hour``) per
-        (GPU, job, hour) and 5-minute bin: two arrays of (keys, 12)."""
+        (GPU, job, hour) and 5-minute bin that they touch: (the key's position in
+        ``accs``, the bin, mJ, ms)."""
         slot_a = (a - hour) // BIN_MS
         slot_count = (b - 1 - hour) // BIN_MS - slot_a + 1
         at = np.repeat(np.arange(len(a)), slot_count)
@@ -515,12 +649,15 @@ class _Batch:
         t0 = np.maximum(a[at], hour[at] + slot * BIN_MS)
         t1 = np.minimum(b[at], hour[at] + (slot + 1) * BIN_MS)
         cells = _Groups(self.accs.labels()[at] * BINS + slot)
-        bins_mj = np.zeros((len(self.accs.ids), BINS))
-        bins_ms = np.zeros((len(self.accs.ids), BINS), dtype=np.int64)
-        cell = cells.ids
-        bins_mj[cell // BINS, cell % BINS] = cells.sum(mj_per_ms[at] * (t1 - t0))
-        bins_ms[cell // BINS, cell % BINS] = cells.sum(t1 - t0)
-        return bins_mj, bins_ms
+        return list(
+            zip(
+                (cells.ids // BINS).tolist(),
+                (cells.ids % BINS).tolist(),
+                cells.sum(mj_per_ms[at] * (t1 - t0)).tolist(),
+                cells.sum(t1 - t0).tolist(),
+                strict=True,
+            )
+        )
 
     def _split(self, split: Any, ints: Any, energy: Any, length: Any) -> None:
         """Integer mJ of the share pieces of samples across hours (a share row's pieces
@@ -532,14 +669,13 @@ class _Batch:
 
     @staticmethod
     def _mark(
-        state: HostState,
-        group_keys: list[tuple[GpuState, str, int]],
+        group_keys: list[tuple[HostState, GpuState, str, int]],
         touched: list[list[HourKey]],
     ) -> None:
         """What :func:`streams.matching.lifecycle.ingest` records beside the energy: the
         hours changed, their keys indexed, and every key of a touched GPU-hour dirty."""
-        emitted = state.emitted
-        for (_, uuid, hour), keys in zip(group_keys, touched, strict=True):
+        for (state, _, uuid, hour), keys in zip(group_keys, touched, strict=True):
+            emitted = state.emitted
             state.changed_hours.add(hour)
             members = state.keys_by_hour.get(hour)
             if members is None:
@@ -572,9 +708,10 @@ def _extend(applied: SeqSet, first: int, last: int) -> None:
         applied.lo -= 1
 
 
-def _runs(a: Any, b: Any) -> list[tuple[int, int]]:
-    """Time-ordered, disjoint [a, b) pieces merged where one ends as the next starts."""
-    breaks = np.flatnonzero(a[1:] != b[:-1]) + 1
+def _runs(group: Any, a: Any, b: Any) -> list[tuple[int, int, int]]:
+    """Disjoint [a, b) pieces, in time order within each group, merged where one ends as
+    the next of its group starts: (group, start, end)."""
+    breaks = np.flatnonzero((a[1:] != b[:-1]) | (group[1:] != group[:-1])) + 1
     firsts = np.r_[0, breaks]
     lasts = np.r_[breaks - 1, len(a) - 1]
-    return list(zip(a[firsts].tolist(), b[lasts].tolist(), strict=True))
+    return list(zip(group[firsts].tolist(), a[firsts].tolist(), b[lasts].tolist(), strict=True))
