@@ -245,6 +245,29 @@ def ready_ms(log: Path) -> int | None:
     return int(moment.timestamp() * 1000)
 
 
+def peers(kafka: KafkaSettings, venvs: Path, messages: int, samples: int, ours: float) -> None:
+    """The same topic through bytewax and Quix Streams (bench/peers/): samples/s from each
+    one's first decoded message to its last sample through the per-GPU windows."""
+    sys.path.insert(0, str(ROOT))
+    from bench.peers.run import run_peer
+
+    where = (kafka.bootstrap_servers, kafka.topics.name("samples"))
+    # Quix's join_asof variant is not run: on Tansu it fails before it starts (Quix reads
+    # "retention.ms" from the broker's topic configs, which Tansu does not return)
+    runs: tuple[tuple[str, str, int, tuple[str, ...]], ...] = (
+        ("bytewax", "bytewax", messages, ()),
+        ("quix", "quix", samples, ()),
+    )
+    for label, name, expected, extra in runs:
+        result = run_peer(venvs, name, where, expected, extra)
+        rate = per_s(samples, float(str(result["seconds"])))
+        per_message = rate * messages / samples
+        print(
+            f"peer {label + ':':<18} {rate:,.0f} samples/s ({per_message:,.0f} msg/s);"
+            f" llcr worker (from ready) is {ours / rate:.1f}x"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hosts", type=int, default=64)
@@ -253,6 +276,12 @@ def main() -> None:
     parser.add_argument("--format", choices=["block", "batch"], default="block")
     parser.add_argument(
         "--py-spy", type=Path, default=None, help="record the worker's stacks to this file"
+    )
+    parser.add_argument(
+        "--peers",
+        type=Path,
+        default=None,
+        help="also run the job in bytewax and Quix Streams, their virtualenvs in this folder",
     )
     args = parser.parse_args()
     with Broker() as broker, tempfile.TemporaryDirectory() as name:
@@ -306,6 +335,8 @@ def main() -> None:
             f"worker / null agent:   {100 * strict / per_message / null_ready:.0f} % of its "
             "messages/s, both from 'Worker ready'"
         )
+        if args.peers is not None:
+            peers(kafka, args.peers, messages, samples, strict)
 
 
 if __name__ == "__main__":

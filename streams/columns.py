@@ -28,6 +28,25 @@ def _corrupt(message: str) -> CodecError:
     return CodecError("corrupt", f"gpu_sample_block: {message}")
 
 
+class Columns:
+    """The fields of a structured array of packed rows, each copied once, when first
+    read, into a contiguous array: the row layout is 78 bytes wide and unaligned, and
+    every operation on a field view would stride through all of it."""
+
+    def __init__(self, rows: Any) -> None:
+        self._rows = rows
+        self._columns: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = np.ascontiguousarray(self._rows[name])
+        return column
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 def check_block(block: GpuSampleBlock) -> None:
     """Refuse a block whose rows contradict its own dictionaries and lengths, as
     :func:`schemas.blocks.from_block` does. Per message, so it reads the few bytes it

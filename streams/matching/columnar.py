@@ -39,7 +39,7 @@ from schemas.bounds import Bounds
 from schemas.errors import RejectedInputError
 from schemas.records import GpuSample, GpuSampleBatch, GpuSampleBlock
 from schemas.units import HOUR_MS, largest_remainder
-from streams.columns import SAMPLES, SHARES, suspects
+from streams.columns import SAMPLES, SHARES, Columns, suspects
 from streams.matching.admission import check_sample
 from streams.matching.core import BIN_MS, BINS, GpuState, HourEnergy, HourKey, SeqSet
 from streams.matching.lifecycle import Emitted, HostState, Policy, ingest
@@ -313,8 +313,8 @@ class _Batch:
                 assert message.block is not None
                 blocks.append(message.block)
                 block_host.append(h)
-        rows = np.frombuffer(b"".join(b["sample_rows"] for b in blocks), dtype=SAMPLES)
-        shares = np.frombuffer(b"".join(b["share_rows"] for b in blocks), dtype=SHARES)
+        rows = Columns(np.frombuffer(b"".join(b["sample_rows"] for b in blocks), dtype=SAMPLES))
+        shares = Columns(np.frombuffer(b"".join(b["share_rows"] for b in blocks), dtype=SHARES))
         per_block = np.array([len(b["sample_rows"]) // SAMPLES.itemsize for b in blocks])
         block_of = np.repeat(np.arange(len(blocks)), per_block)
         row_host = np.array(block_host, dtype=np.intp)[block_of]
