@@ -42,7 +42,7 @@ from schemas.units import HOUR_MS, largest_remainder
 from streams.columns import SAMPLES, SHARES, Columns, suspects
 from streams.matching.admission import check_sample
 from streams.matching.core import BIN_MS, BINS, GpuState, HourEnergy, HourKey, SeqSet
-from streams.matching.lifecycle import Emitted, HostState, Policy, ingest
+from streams.matching.lifecycle import HostState, Policy, ingest, touch_hour
 
 
 @dataclass
@@ -564,7 +564,7 @@ class _Batch:
                 applied = gpu.applied[hour] = SeqSet()
             seqs = in_order[bounds[k] : bounds[k + 1]]
             if self.contiguous[k]:
-                _extend(applied, seqs[0], seqs[-1])
+                applied.extend(seqs[0], seqs[-1])
             else:
                 for number in seqs:
                     applied.add(number)
@@ -675,37 +675,8 @@ class _Batch:
         """What :func:`streams.matching.lifecycle.ingest` records beside the energy: the
         hours changed, their keys indexed, and every key of a touched GPU-hour dirty."""
         for (state, _, uuid, hour), keys in zip(group_keys, touched, strict=True):
-            emitted = state.emitted
             state.changed_hours.add(hour)
-            members = state.keys_by_hour.get(hour)
-            if members is None:
-                members = state.keys_by_hour[hour] = {}
-            mine = members.get(uuid)
-            if mine is None:
-                mine = members[uuid] = {}
-            for key in keys:
-                mine[key] = None
-            state.settled.pop(hour, None)
-            for key in mine:
-                mark = emitted.get((uuid, key))
-                if mark is None:
-                    emitted[(uuid, key)] = Emitted()
-                else:
-                    mark.dirty = True
-
-
-def _extend(applied: SeqSet, first: int, last: int) -> None:
-    """Add ``first..last``, which extend the run at its end (or start an empty set), as
-    :meth:`SeqSet.add` one by one would."""
-    if applied.lo == applied.upto and not applied.extra:
-        applied.lo = first
-    applied.upto = last + 1
-    while applied.upto in applied.extra:
-        applied.extra.discard(applied.upto)
-        applied.upto += 1
-    while applied.lo - 1 in applied.extra:
-        applied.extra.discard(applied.lo - 1)
-        applied.lo -= 1
+            touch_hour(state, uuid, hour, keys)
 
 
 def _runs(group: Any, a: Any, b: Any) -> list[tuple[int, int, int]]:

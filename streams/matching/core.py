@@ -129,6 +129,18 @@ class SeqSet:
             self.lo -= 1
         else:
             self.extra.add(seq)
+        self._absorb()
+
+    def extend(self, first: int, last: int) -> None:
+        """Add ``first..last``, which continue the run at its end (or start an empty
+        set), as :meth:`add` one by one would."""
+        if self.lo == self.upto and not self.extra:
+            self.lo = first
+        self.upto = last + 1
+        self._absorb()
+
+    def _absorb(self) -> None:
+        """Stragglers that now touch the run join it."""
         while self.upto in self.extra:
             self.extra.discard(self.upto)
             self.upto += 1

@@ -19,7 +19,7 @@ A host's state holds its GPUs (``core.GpuState``) and what was emitted for each
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -184,27 +184,33 @@ def ingest(state: HostState, zone: str, site: str, sample: GpuSample) -> bool:
     last = sample["end_ms"] - 1 - (sample["end_ms"] - 1) % HOUR_MS
     hours = (first,) if first == last else range(first, last + 1, HOUR_MS)
     state.changed_hours.update(hours)
-    emitted, uuid = state.emitted, sample["gpu_uuid"]
+    uuid = sample["gpu_uuid"]
+    made = len(gpu.hours) != known  # the sample made a key: index it
     for hour in hours:
-        members = state.keys_by_hour.get(hour)
-        if members is None:
-            members = state.keys_by_hour[hour] = {}
-        mine = members.get(uuid)
-        if mine is None:
-            mine = members[uuid] = {}
-        if len(gpu.hours) != known:  # the sample made a key: index it
-            for job in sample["jobs"]:
-                key = HourKey(hour, job["job_id"], job["tenant"])
-                if key in gpu.hours:
-                    mine[key] = None
-        state.settled.pop(hour, None)
-        for key in mine:
-            mark = emitted.get((uuid, key))
-            if mark is None:
-                emitted[(uuid, key)] = Emitted()  # dirty
-            else:
-                mark.dirty = True
+        keys = (HourKey(hour, job["job_id"], job["tenant"]) for job in sample["jobs"])
+        touch_hour(state, uuid, hour, [k for k in keys if k in gpu.hours] if made else ())
     return True
+
+
+def touch_hour(state: HostState, uuid: str, hour: int, new_keys: Iterable[HourKey]) -> None:
+    """A GPU's hour took samples: index ``new_keys`` (keys it made) in the hour, and mark
+    every key of the GPU's hour dirty (its next record is due)."""
+    members = state.keys_by_hour.get(hour)
+    if members is None:
+        members = state.keys_by_hour[hour] = {}
+    mine = members.get(uuid)
+    if mine is None:
+        mine = members[uuid] = {}
+    for key in new_keys:
+        mine[key] = None
+    state.settled.pop(hour, None)
+    emitted = state.emitted
+    for key in mine:
+        mark = emitted.get((uuid, key))
+        if mark is None:
+            emitted[(uuid, key)] = Emitted()  # dirty
+        else:
+            mark.dirty = True
 
 
 def tick(
