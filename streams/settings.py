@@ -149,6 +149,11 @@ class WorkerSettings(LlcrSettings):
     )
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.2, gt=0)
+    batch_max_samples: int = Field(
+        default=65_536,
+        ge=1,
+        description="A batch is applied and written in parts of at most this many samples.",
+    )
 
 
 class SinkSettings(LlcrSettings):

@@ -28,7 +28,7 @@ Pure: no I/O, no faust. Every value stored in a state is a Python int, float or 
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,11 +62,33 @@ class SampleMessage:
         assert header is not None
         return header
 
+    def size(self) -> int:
+        """How many samples the message carries."""
+        if self.block is not None:
+            return len(self.block["sample_rows"]) // SAMPLES.itemsize
+        return len(self.header["samples"])  # type: ignore[typeddict-item]
+
     def samples(self) -> list[GpuSample]:
         if self.batch is not None:
             return self.batch["samples"]
         assert self.block is not None
         return from_block(self.block)["samples"]
+
+
+def parts_of(messages: Sequence[SampleMessage], max_samples: int) -> Iterator[list[SampleMessage]]:
+    """``messages`` in order, in runs of at most ``max_samples`` samples (a message with
+    more makes a run of its own)."""
+    part: list[SampleMessage] = []
+    count = 0
+    for message in messages:
+        size = message.size()
+        if part and count + size > max_samples:
+            yield part
+            part, count = [], 0
+        part.append(message)
+        count += size
+    if part:
+        yield part
 
 
 @dataclass

@@ -43,7 +43,7 @@ from schemas.topics import spec
 from schemas.units import HOUR_MS
 from streams import faust_compat
 from streams.matching.catchup import PriceCatchUp
-from streams.matching.columnar import ingest_messages
+from streams.matching.columnar import SampleMessage, ingest_messages, parts_of
 from streams.matching.intake import Intake
 from streams.matching.lifecycle import (
     HostState,
@@ -273,47 +273,57 @@ class Matching:
         async for events in stream.take_events(
             settings.batch_max_messages, within=settings.batch_within_s
         ):
-            async with self._state_lock:
-                # once per batch: a rebalance signalled during the batch (a dead letter's
-                # send yields) must not rebuild states from slices this batch has not
-                # written yet; it takes effect at the next batch or tick
-                states = self.host_states()
-                touched: dict[bytes, HostState] = {}
-                now_ms = int(self.clock() * 1000)
-                sample_now_ms = self.event_clock_ms()
-                messages = []
-                for event in events:
-                    message = event.message
-                    self._offsets.saw(message.partition, message.offset)
-                    try:
-                        messages.append(self.intake.samples(event.value, message.partition, event))
-                    except RejectedInputError as refused:
-                        await self.dead(refused, event.value, event)
-                # decoded once, applied once: by arrays where the per-sample rules would
-                # accept every sample of a host, one by one otherwise (columnar.py)
-                out = ingest_messages(
-                    states,
-                    touched,
-                    messages,
-                    now_ms=now_ms,
-                    sample_now_ms=sample_now_ms,
-                    policy=self.policy,
-                )
-                self.stats.batches += len(messages)
-                self.stats.samples += out.applied
-                self.stats.vectorised += out.vectorised
-                self.stats.duplicates += out.duplicates
-                for refused_in, sample, rejection in out.rejected:
-                    # the uuid may be the reason (too long): the letter's id stays bounded
-                    part = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
-                    await self.dead(rejection, sample_json(sample), refused_in.tag, part)
-                # the changed hours' slices, once per batch, on the broker before the batch
-                # is acked
-                await self.persist(
-                    self.hosts,
-                    [w for state in touched.values() for w in self.slice_writes(state)],
-                )
+            messages = []
+            for event in events:
+                message = event.message
+                self._offsets.saw(message.partition, message.offset)
+                try:
+                    messages.append(self.intake.samples(event.value, message.partition, event))
+                except RejectedInputError as refused:
+                    await self.dead(refused, event.value, event)
+            # decoded once; applied in parts of at most batch_max_samples samples, each
+            # on the broker before the next, so ticks and live output are not held off
+            # by a long batch (the batch is acked after its last part)
+            for part in parts_of(messages, settings.batch_max_samples):
+                await self._apply(part)
+                await asyncio.sleep(0)
             await self._read_skipped_again()
+
+    async def _apply(self, messages: list[SampleMessage]) -> None:
+        """Apply decoded sample messages to the host states and write the slices they
+        changed (on the broker before this returns)."""
+        async with self._state_lock:
+            # once per part: a rebalance signalled during it (a dead letter's send
+            # yields) must not rebuild states from slices this part has not written
+            # yet; it takes effect at the next part or tick
+            states = self.host_states()
+            touched: dict[bytes, HostState] = {}
+            now_ms = int(self.clock() * 1000)
+            sample_now_ms = self.event_clock_ms()
+            # decoded once, applied once: by arrays where the per-sample rules would
+            # accept every sample of a host, one by one otherwise (columnar.py)
+            out = ingest_messages(
+                states,
+                touched,
+                messages,
+                now_ms=now_ms,
+                sample_now_ms=sample_now_ms,
+                policy=self.policy,
+            )
+            self.stats.batches += len(messages)
+            self.stats.samples += out.applied
+            self.stats.vectorised += out.vectorised
+            self.stats.duplicates += out.duplicates
+            for refused_in, sample, rejection in out.rejected:
+                # the uuid may be the reason (too long): the letter's id stays bounded
+                part = f":{str(sample['gpu_uuid'])[:128]}:{sample['seq']}"
+                await self.dead(rejection, sample_json(sample), refused_in.tag, part)
+            # the changed hours' slices, once per part, on the broker before the batch
+            # is acked
+            await self.persist(
+                self.hosts,
+                [w for state in touched.values() for w in self.slice_writes(state)],
+            )
 
     async def _read_skipped_again(self) -> None:
         """Seek back to messages the consumer skipped, so they are read after all.

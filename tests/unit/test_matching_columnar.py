@@ -21,7 +21,13 @@ from schemas.blocks import from_block, to_block
 from schemas.bounds import Bounds
 from schemas.records import GpuSample, GpuSampleBatch, GridIntensityEvent
 from schemas.units import HOUR_MS
-from streams.matching.columnar import Outcome, SampleMessage, ingest_blocks, ingest_messages
+from streams.matching.columnar import (
+    Outcome,
+    SampleMessage,
+    ingest_blocks,
+    ingest_messages,
+    parts_of,
+)
 from streams.matching.columnar import ingest_one_by_one as one_by_one
 from streams.matching.core import Factors, IntensityBook, SeqSet, emission_record
 from streams.matching.lifecycle import HostState, Policy, host_of, slice_of
@@ -381,3 +387,17 @@ def test_a_number_applied_before_counts_once_even_for_other_time() -> None:
     again = {**samples[3], "start_ms": T0 + 60_000, "end_ms": T0 + 61_000}
     out = feed(states, [SampleMessage(to_block(_batch("h", 1, [again])), None, 0)])
     assert (out.applied, out.duplicates) == (0, 1)
+
+
+def test_a_batch_is_applied_in_parts_bounded_by_samples() -> None:
+    rng = random.Random(11)
+    sizes = [3, 5, 2, 9, 1, 1]
+    messages = []
+    for n, size in enumerate(sizes):
+        samples = [
+            _sample(rng, "h-gpu0", k, T0 + k * 1000, T0 + k * 1000 + 1000) for k in range(size)
+        ]
+        messages.append(SampleMessage(to_block(_batch("h", n, samples)), None, 0))
+    parts = list(parts_of(messages, 8))
+    assert [[m.size() for m in part] for part in parts] == [[3, 5], [2], [9], [1, 1]]
+    assert [m for part in parts for m in part] == messages  # in order, none lost
