@@ -173,7 +173,8 @@ def ingest_hosts(
         batch = _Batch.of([hosts[i] for i in chosen], policy)
         refused = batch.refused(now_ms, policy)
         if not refused:
-            batch.apply()
+            if batch.n:  # blocks without samples apply nothing
+                batch.apply()
             return batch.n, left
         left.update(chosen[i] for i in refused)
         chosen = [c for i, c in enumerate(chosen) if i not in refused]

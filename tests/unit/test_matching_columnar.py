@@ -401,3 +401,15 @@ def test_a_batch_is_applied_in_parts_bounded_by_samples() -> None:
     parts = list(parts_of(messages, 8))
     assert [[m.size() for m in part] for part in parts] == [[3, 5], [2], [9], [1, 1]]
     assert [m for part in parts for m in part] == messages  # in order, none lost
+
+
+def test_blocks_without_samples_apply_nothing_beside_others() -> None:
+    rng = random.Random(13)
+    samples = [_sample(rng, "h-gpu0", n, T0 + n * 1000, T0 + n * 1000 + 1000) for n in range(3)]
+    empty = SampleMessage(to_block(_batch("e", 0, [])), None, 0)
+    assert feed({}, [empty]).applied == 0  # alone
+    full = SampleMessage(to_block(_batch("h", 1, samples)), None, 0)
+    states: dict[bytes, HostState] = {}
+    out = feed(states, [empty, full, empty])
+    assert (out.applied, out.vectorised) == (3, 3)
+    assert states[b"e"].gpus == {}
