@@ -57,14 +57,6 @@ class Intake:
         check_event(record, self.max_intensity_g_per_kwh, self.max_intensity_period_ms)
         return merge_event(current, record)
 
-    def batch(self, value: bytes | None) -> GpuSampleBatch:
-        """A sample batch whose header is within bounds, for a zone and a source priced
-        here (its samples are checked one by one against the host's state)."""
-        batch = cast(GpuSampleBatch, self._decode("gpu_sample_batch", value))
-        check_batch_header(batch, self.bounds)
-        self._priced_here(batch)
-        return batch
-
     def samples(self, value: bytes | None, partition: int, tag: object = None) -> SampleMessage:
         """A block (v2), or a batch (v1) with the block it packs into, whose header is
         within bounds, for a zone and a source priced here; its samples are checked
