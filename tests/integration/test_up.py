@@ -272,16 +272,19 @@ def test_up_on_a_grid_file_and_a_gpu_trace_matches_an_independent_calculation(
     tmp_path: Path,
 ) -> None:
     grid, trace = tmp_path / "pl_intensity.csv", tmp_path / "two_gpus.csv"
-    # 60 days of intensity before the trace: a backlog the worker reads at start, while
-    # the first hours close (they were closed unpriced and forgotten before their price)
-    steps = write_grid(grid, backlog_days=365)
+    # 120 days of intensity before the trace (14,400 events): a backlog the worker reads
+    # at start while the first hours close unpriced; they must be revised when their
+    # price comes, not forgotten. The worker reads intensity through faust at a few
+    # thousand events a second: 365 days (43,800) took most of a loaded CI run's 45 s,
+    # and one hour's revision did not make it before the end.
+    steps = write_grid(grid, backlog_days=120)
     intervals = write_trace(trace)
     data = tmp_path / "data"
     argv = ["up", "--grid-file", str(grid), "--gpu-trace", str(trace), "--speed", "600"]
     out = tmp_path / "up.out"
     with out.open("w") as stdout:
         process = subprocess.Popen(
-            [*LLCR, *argv, "--duration", "45", "--data-dir", str(data)],
+            [*LLCR, *argv, "--duration", "60", "--data-dir", str(data)],
             stdout=stdout,
             stderr=subprocess.PIPE,
             text=True,
