@@ -3,7 +3,8 @@
 * ``prices`` consumes ``grid.intensity`` and keeps the winning price of every 5-minute
   bin in a GlobalTable, which every worker sees (``recovery_buffer_size=1``, per
   faust-streaming#283).
-* ``match`` consumes ``gpu.samples`` in batches (``take_events``) and keeps each host's
+* ``match`` consumes ``gpu.samples`` in batches (one per fetched partition, through
+  :func:`faust_compat.feed`, not one faust event a message) and keeps each host's
   state in the table as one slice per hour (key ``host|hour``): its GPUs' energy bins
   for that hour, the sequence numbers applied to it and what was emitted. A batch writes
   the slices of the hours it touched, once per batch, so changelog traffic follows what
@@ -139,6 +140,9 @@ class Matching:
             started=self._offsets.started,
             hold=self._offsets.hold,
         )
+        # the samples arrive as fetched batches (faust's per-event path was the bound at
+        # 8 samples a message); the agent stays, so faust subscribes and assigns as before
+        self.samples_feed = faust_compat.feed(app, self.samples_topic.get_topic_name())
         app.agent(self.intensity_topic, name="matching-prices")(self.take_prices)
         app.agent(self.samples_topic, name="matching-samples")(self.match)
         app.timer(interval=settings.tick_s)(self.lifecycle)
@@ -177,10 +181,10 @@ class Matching:
             faust_compat.remake_changelog(table, "raw", STATE_CODEC)
 
     async def dead(
-        self, rejection: RejectedInputError, value: bytes, event: Any, part: str = ""
+        self, rejection: RejectedInputError, value: bytes, message: Any, part: str = ""
     ) -> None:
-        """Send one rejected input to the dead-letter topic, with its reason and bytes."""
-        message = event.message
+        """Send one rejected input to the dead-letter topic, with its reason and bytes
+        (``message``: the record it came in, with its topic, partition, offset and key)."""
         code = rejection.code
         self.stats.dead_letters[code] = self.stats.dead_letters.get(code, 0) + 1
         letter = message_letter(
@@ -190,7 +194,7 @@ class Matching:
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
-            key=event.key,
+            key=message.key,
             value=value,
             failed_at_ms=int(self.clock() * 1000),
             part=part,
@@ -258,7 +262,7 @@ class Matching:
                 try:
                     changed = self.intake.intensity(event.value, self.book.get)
                 except RejectedInputError as refused:
-                    await self.dead(refused, event.value, event)
+                    await self.dead(refused, event.value, message)
                     continue
                 for key, bins in changed.items():
                     bin_key = book_key(key)
@@ -269,24 +273,27 @@ class Matching:
             await self.persist(self.prices, [(k, v, None) for k, v in changed_bins.items()])
 
     async def match(self, stream: Any) -> None:
+        """The samples agent. Its faust stream gets nothing: the records come from the
+        feed, a batch per fetched partition, acked per batch."""
         settings = self.settings
-        async for events in stream.take_events(
-            settings.batch_max_messages, within=settings.batch_within_s
-        ):
+        feed = self.samples_feed
+        while True:
+            batches = await feed.take(settings.batch_max_messages, settings.batch_within_s)
             messages = []
-            for event in events:
-                message = event.message
-                self._offsets.saw(message.partition, message.offset)
-                try:
-                    messages.append(self.intake.samples(event.value, message.partition, event))
-                except RejectedInputError as refused:
-                    await self.dead(refused, event.value, event)
+            for fetched in batches:
+                for record in fetched.records:
+                    self._offsets.saw(record.partition, record.offset)
+                    try:
+                        messages.append(self.intake.samples(record.value, record.partition, record))
+                    except RejectedInputError as refused:
+                        await self.dead(refused, record.value, record)
             # decoded once; applied in parts of at most batch_max_samples samples, each
             # on the broker before the next, so ticks and live output are not held off
             # by a long batch (the batch is acked after its last part)
             for part in parts_of(messages, settings.batch_max_samples):
                 await self._apply(part)
                 await asyncio.sleep(0)
+            feed.ack(batches)
             await self._read_skipped_again()
 
     async def _apply(self, messages: list[SampleMessage]) -> None:
