@@ -74,6 +74,8 @@ class Records:
         self.traced = traced  # hosts whose samples are followed (decoding costs CPU)
         # (host, gpu, job, hour) -> sample end times (event ms)
         self.samples: dict[tuple[str, str, str, int], list[int]] = defaultdict(list)
+        # (sample end event ms, produce time ms of its message): the agent's part
+        self.published: list[tuple[int, int]] = []
         # (host, gpu, job, hour) -> (produce time ms, as_of ms) of each provisional record
         self.live: dict[tuple[str, str, str, int], list[tuple[int, int]]] = defaultdict(list)
         self.finals: list[tuple[int, dict[str, Any]]] = []  # (produce time ms, record)
@@ -92,6 +94,7 @@ class Records:
     def _take(self, key: TopicKey, record: dict[str, Any], produced: int) -> None:
         if key == "samples":
             for sample in record["samples"]:
+                self.published.append((sample["end_ms"], produced))
                 hour = (sample["end_ms"] - 1) // HOUR_MS * HOUR_MS
                 for job in sample["jobs"]:
                     where = (record["host"], sample["gpu_uuid"], job["job_id"], hour)
@@ -303,6 +306,11 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     records.stop()
     window = (t1, t2)
     per_sample = provisional_latencies(records, clock, window)
+    published = [
+        (produced - wall) / 1000
+        for end, produced in records.published
+        if window[0] <= (wall := clock.wall(end)) <= window[1]
+    ]
     finals = [
         (produced - clock.wall(r["hour_start_ms"] + HOUR_MS)) / 1000
         for produced, r in records.finals
@@ -335,6 +343,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script)
     print(f"samples stored in ClickHouse: {(c2 - c1) / seconds:,.0f}/s (offered {offered:,.0f}/s)")
     print("latency (s)                              n        p50      p99      max")
     for label, values in (
+        ("sample -> on the samples topic (agent)", published),
         ("sample -> provisional record (topic)", per_sample),
         ("sample -> its own ClickHouse row", stored_samples),
         ("hour end -> final record (topic)", finals),

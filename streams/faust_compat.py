@@ -58,12 +58,30 @@ Started = Callable[[int, int], None]
 Hold = Callable[[int], "int | None"]
 
 
-def transport_with_fetch_highwaters(app: Any, end_offsets: EndOffsets) -> Any:
+def transport_with_fetch_highwaters(
+    app: Any, end_offsets: EndOffsets, fetch_max_wait_ms: int = 1500
+) -> Any:
     """faust's aiokafka transport, with a consumer whose ``highwaters()`` is
-    ``end_offsets`` (run off the event loop) instead of ListOffsets(latest)."""
+    ``end_offsets`` (run off the event loop) instead of ListOffsets(latest), and whose
+    fetches wait at most ``fetch_max_wait_ms`` for records.
+
+    faust passes aiokafka a fixed ``fetch_max_wait_ms=1500``. Tansu does not answer a
+    waiting fetch when records arrive; it answers when the wait ends, so that wait was
+    latency: a record produced at random times reached an aiokafka consumer in 0.36 s
+    (median) with 1,500 ms and 0.015 s with 100 ms (docs/benchmarks.md, end to end)."""
     from faust.transport.drivers import aiokafka as driver
 
+    class ConsumerThread(driver.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport: Any) -> Any:
+            consumer = super()._create_worker_consumer(transport)
+            # read by AIOKafkaConsumer.start() when it makes its Fetcher
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms  # noqa: SLF001
+            return consumer
+
     class FetchHighwatersConsumer(driver.Consumer):
+        def _new_consumer_thread(self) -> Any:
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
         #: topic -> (started, hold), set by :func:`guard_offsets`
         guards: dict[str, tuple[Started, Hold]] = {}  # noqa: RUF012 (a class per app)
         #: topic -> its feed, set by :func:`feed`

@@ -147,6 +147,16 @@ class WorkerSettings(LlcrSettings):
         ge=0,
         description="At start, close no hour before the intensity backlog is read (max s).",
     )
+    fetch_max_wait_s: float = Field(
+        default=1.5,
+        gt=0,
+        le=30,
+        description=(
+            "Longest wait of one fetch for new records (faust's fixed value by default). "
+            "Tansu answers a waiting fetch when the wait ends, not when records arrive; "
+            "shorter waits cut latency there but cost the broker CPU (docs/benchmarks.md)."
+        ),
+    )
     batch_max_messages: int = Field(default=2000, ge=1)
     batch_within_s: float = Field(default=0.2, gt=0)
     batch_max_samples: int = Field(

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import aiokafka
 import faust
 import pytest
 from faust.serializers import codecs
@@ -52,6 +53,35 @@ def test_recovery_reads_to_highwaters_and_the_app_consumer_is_ours(app: Any) -> 
     assert "self.in_transaction = self.app.in_transaction" in inspect.getsource(
         faust.transport.consumer.Consumer.__init__
     )
+
+
+def test_the_consumers_fetch_wait_is_the_setting_not_fausts_fixed_wait(tmp_path: Path) -> None:
+    # faust still fixes the wait, and aiokafka still makes its fetcher from the attribute
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(
+        driver.AIOKafkaConsumerThread._create_worker_consumer
+    )
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(
+        aiokafka.AIOKafkaConsumer.start
+    )
+    settings = WorkerSettings(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        data_dir=tmp_path / "worker",
+        fetch_max_wait_s=0.25,
+    )
+
+    async def made() -> Any:
+        app = create_app(settings)
+        thread = app.consumer._thread
+        try:
+            consumer = thread._create_worker_consumer(app.transport)
+            try:
+                return consumer._fetch_max_wait_ms
+            finally:
+                await consumer.stop()
+        finally:
+            thread.thread_loop.close()
+
+    assert asyncio.run(made()) == 250
 
 
 def test_the_highwaters_override_answers_the_fetch_end() -> None:
