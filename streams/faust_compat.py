@@ -12,6 +12,8 @@ The hooks, and why (docs/matching.md, "Crash and rebalance safety"):
 * :func:`transport_with_fetch_highwaters`: table recovery reads a changelog partition
   up to ``Consumer.highwaters()``; faust's answer is ListOffsets(latest), which Tansu
   gives as the newest record batch's base offset + 1, so recovery stopped inside it.
+  Its fetches also wait ``fetch_max_wait_ms`` (a worker setting) instead of faust's
+  fixed 1,500 ms.
 * :func:`remake_changelog` / :func:`register_codec`: a table's changelog topic takes
   its serializers when the table registers; ours are set after, so it is made again.
 * :func:`send_to_changelog` / :func:`send_tombstone`: faust buffers table writes and
@@ -66,8 +68,8 @@ def transport_with_fetch_highwaters(
     fetches wait at most ``fetch_max_wait_ms`` for records.
 
     faust passes aiokafka a fixed ``fetch_max_wait_ms=1500``. Tansu does not answer a
-    waiting fetch when records arrive; it answers when the wait ends, so that wait was
-    latency: a record produced at random times reached an aiokafka consumer in 0.36 s
+    waiting fetch when records arrive; it answers when the wait ends, so there the wait
+    is latency: a record produced at random times reached an aiokafka consumer in 0.36 s
     (median) with 1,500 ms and 0.015 s with 100 ms (docs/benchmarks.md, end to end)."""
     from faust.transport.drivers import aiokafka as driver
 
